@@ -1,0 +1,1 @@
+//! Benchmarks of scx-hints (see docs/benchmarks.md).

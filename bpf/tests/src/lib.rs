@@ -1,0 +1,1 @@
+//! Host-kernel tests of task local data.

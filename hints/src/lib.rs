@@ -1,0 +1,1 @@
+//! Per-thread scheduler hints for sched_ext.

@@ -1,0 +1,71 @@
+//! `cargo xtask <command>`: the developer commands of scx-hints.
+
+mod setup;
+mod test;
+mod util;
+mod vm;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Developer commands of scx-hints",
+    long_about = "Developer commands of scx-hints. Each installs what it is missing \
+                  (Debian packages, the guest kernel, virtme-ng) and says so before it does."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build, start scx_hinted (inside a sched_ext guest if the host has no
+    /// sched_ext), run a hinted workload and print the latency comparison.
+    Demo,
+    /// Run every test: formatting, clippy, unit tests, BPF tests on the host
+    /// kernel, scheduler tests in the guest. Ends with `N passed, M failed`.
+    Test(test::TestArgs),
+    /// Install the host packages the build and tests need.
+    Setup,
+    /// Boot the sched_ext guest kernel under qemu and run a command in it.
+    Vm(vm::VmArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result: Result<i32> = match cli.cmd {
+        Cmd::Demo => demo(),
+        Cmd::Test(args) => test::run(args),
+        Cmd::Setup => setup::host().map(|()| 0),
+        Cmd::Vm(args) => vm::cmd(args),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// The round trip until the scheduler exists: threads set hints, a BPF
+/// program prints what the kernel sees for each thread.
+fn demo() -> Result<i32> {
+    setup::host()?;
+    util::step("building and running the TLD round trip on the host kernel");
+    let status = util::cargo()
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "tld_kernel_tests",
+            "--bin",
+            "tld-roundtrip",
+        ])
+        .status()?;
+    Ok(status.code().unwrap_or(1))
+}

@@ -1,0 +1,176 @@
+//! `cargo xtask test`: every test of the project, counted.
+//!
+//! Steps run in order; a failing step is counted and the rest still run, so
+//! one run shows everything that is broken. Cargo test binaries report their
+//! own counts ("test result: ... N passed; M failed"), which are added up.
+
+use crate::util::{self, loud, step};
+use anyhow::Result;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+#[derive(clap::Args)]
+pub struct TestArgs {
+    /// Skip the scheduler tests inside the sched_ext guest (not allowed in CI).
+    #[arg(long)]
+    pub no_guest: bool,
+}
+
+#[derive(Default)]
+pub struct Tally {
+    pub passed: u32,
+    pub failed: u32,
+    pub failures: Vec<String>,
+}
+
+impl Tally {
+    pub fn check(&mut self, name: &str, result: Result<()>) {
+        match result {
+            Ok(()) => {
+                self.passed += 1;
+                eprintln!("ok: {name}");
+            }
+            Err(e) => {
+                self.failed += 1;
+                eprintln!("FAILED: {name}: {e:#}");
+                self.failures.push(name.to_string());
+            }
+        }
+    }
+
+    /// Runs a cargo test command, echoing its output and adding up the
+    /// counts of every test binary it ran. A build failure counts as one
+    /// failure.
+    pub fn cargo_test(&mut self, name: &str, cmd: &mut Command) {
+        step(format!("{name}: {}", util::show(cmd)));
+        let (passed, failed, ok) = match run_counting(cmd) {
+            Ok(r) => r,
+            Err(e) => {
+                self.check(name, Err(e));
+                return;
+            }
+        };
+        self.passed += passed;
+        self.failed += failed;
+        if failed > 0 {
+            self.failures.push(format!("{name} ({failed} tests)"));
+        } else if !ok {
+            self.check(
+                name,
+                Err(anyhow::anyhow!("cargo test failed to build or run")),
+            );
+        }
+    }
+}
+
+/// Runs `cmd`, passing its output through, and sums libtest's result lines.
+fn run_counting(cmd: &mut Command) -> Result<(u32, u32, bool)> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let (mut passed, mut failed) = (0, 0);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some((p, f)) = parse_result_line(&line) {
+            passed += p;
+            failed += f;
+        }
+    }
+    let status = child.wait()?;
+    Ok((passed, failed, status.success()))
+}
+
+/// Parses `test result: ok. 3 passed; 1 failed; ...`.
+pub fn parse_result_line(line: &str) -> Option<(u32, u32)> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let count = |what: &str| -> Option<u32> {
+        rest.split(';').find_map(|part| {
+            part.trim()
+                .strip_suffix(what)?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+    };
+    Some((count(" passed")?, count(" failed")?))
+}
+
+pub fn run(args: TestArgs) -> Result<i32> {
+    let mut tally = Tally::default();
+    if util::is_ci() && args.no_guest {
+        anyhow::bail!("--no-guest is not allowed in CI: every test must run there");
+    }
+    tally.check("setup", crate::setup::host());
+
+    tally.check(
+        "cargo fmt --check",
+        util::run(util::cargo().args(["fmt", "--all", "--", "--check"])),
+    );
+    tally.check(
+        "cargo clippy -D warnings",
+        util::run(util::cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--quiet",
+            "--",
+            "-D",
+            "warnings",
+        ])),
+    );
+    tally.cargo_test(
+        "unit tests",
+        util::cargo().args(["test", "--workspace", "--exclude", "tld_kernel_tests"]),
+    );
+    if util::is_root() {
+        tally.cargo_test(
+            "TLD tests on the host kernel",
+            util::cargo().args(["test", "-p", "tld_kernel_tests"]),
+        );
+    } else if util::is_ci() {
+        tally.check(
+            "TLD tests on the host kernel",
+            Err(anyhow::anyhow!(
+                "CI must run as root: the BPF tests need it"
+            )),
+        );
+    } else {
+        loud("SKIPPED: TLD tests on the host kernel need root (they load BPF programs)");
+    }
+    if args.no_guest {
+        loud("SKIPPED: scheduler tests in the sched_ext guest (--no-guest)");
+    }
+
+    if !tally.failures.is_empty() {
+        eprintln!("failures:");
+        for f in &tally.failures {
+            eprintln!("  {f}");
+        }
+    }
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    Ok(if tally.failed == 0 { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_result_line;
+
+    #[test]
+    fn parses_libtest_summary() {
+        assert_eq!(
+            parse_result_line(
+                "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s"
+            ),
+            Some((12, 0))
+        );
+        assert_eq!(
+            parse_result_line("test result: FAILED. 3 passed; 2 failed; 0 ignored"),
+            Some((3, 2))
+        );
+        assert_eq!(parse_result_line("running 3 tests"), None);
+    }
+}
