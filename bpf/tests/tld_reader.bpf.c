@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
+/*
+ * Readers for the host-kernel TLD tests: SEC("syscall") programs that a test
+ * thread runs with BPF_PROG_TEST_RUN, so that "current" is the thread whose
+ * data they read. They use only tld.bpf.h, never the sched_ext headers, so
+ * the object loads on a kernel without sched_ext.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
+#define TLD_CACHED_KEYS 64
+#define TLD_WANT_KEYS_MAP
+#include "tld.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/* In and out of tld_read; mirrored in src/lib.rs. */
+struct tld_read_args {
+	char name[TLD_NAME_LEN];	/* in: the key's name */
+	__u16 size;			/* in: bytes to read: 1, 2, 4 or 8 */
+	__u32 slot;			/* in: key-cache slot to use */
+	__s32 init_err;			/* out: tld_object_init's result */
+	__s32 cached;			/* out: the slot's cache value after the read */
+	__s32 found;			/* out: 1 if a value was read */
+	__u32 pad;
+	__u64 value;			/* out: the value, zero-extended */
+};
+
+SEC("syscall")
+int tld_read(struct tld_read_args *args)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	char name[TLD_NAME_LEN];
+	struct tld_object obj;
+	struct tld_keys *keys;
+	__u32 slot = args->slot;
+	__u64 value = 0;
+	bool found = false;
+	int err;
+
+	__builtin_memcpy(name, args->name, TLD_NAME_LEN);
+	args->found = 0;
+	args->value = 0;
+	keys = tld_keys_of(task);
+	if (!keys)
+		return 1;
+	err = tld_object_init(task, keys, &obj);
+	args->init_err = err;
+	if (err)
+		return 0;
+
+	switch (args->size) {
+	case 1: {
+		__u8 *p = tld_get(&obj, slot, name, __u8);
+		if (p) { value = *p; found = true; }
+		break;
+	}
+	case 2: {
+		__u16 *p = tld_get(&obj, slot, name, __u16);
+		if (p) { value = *p; found = true; }
+		break;
+	}
+	case 4: {
+		__u32 *p = tld_get(&obj, slot, name, __u32);
+		if (p) { value = *p; found = true; }
+		break;
+	}
+	default: {
+		__u64 *p = tld_get(&obj, slot, name, __u64);
+		if (p) { value = *p; found = true; }
+		break;
+	}
+	}
+	args->found = found;
+	args->value = value;
+	if (slot < TLD_CACHED_KEYS)
+		args->cached = keys->off[slot];
+	return 0;
+}
+
+/* Forgets the calling thread's key cache (a new search starts from entry 0). */
+SEC("syscall")
+int tld_forget(void *ctx)
+{
+	bpf_task_storage_delete(&tld_keys_map, bpf_get_current_task_btf());
+	return 0;
+}

@@ -1,0 +1,420 @@
+//! Task local data (TLD), user side: named, typed per-thread values that a
+//! BPF program can read for any thread, with no syscall per access.
+//!
+//! A process has one metadata page naming its keys; each thread has one
+//! data block holding its values, registered once with the kernel in a
+//! task-storage map (through UPTR: the kernel pins the pages). After that,
+//! [`Key::set`] is a plain store into the thread's own memory.
+//!
+//! Keys are declared statically ([`declare_key!`], created before `main`, so
+//! that they size every thread's block) or created at run time
+//! ([`create_key`], sharing a fixed extra budget of at least
+//! [`abi::DYN_BUDGET`] bytes per thread). Without a pinned map (no
+//! scheduler) nothing fails: values stay in the thread's block and setting
+//! one still costs a store.
+//!
+//! The byte layout is documented in docs/tld-abi.md and defined in
+//! bpf/tld_abi.h.
+
+pub mod abi;
+mod map;
+mod meta;
+mod sys;
+mod thread;
+
+pub use thread::Registration;
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Why a key could not be created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyError {
+    /// A key of that name exists (`EEXIST`).
+    Exists,
+    /// The key does not fit: larger than a block, or beyond the space left
+    /// (`E2BIG`).
+    TooBig,
+    /// All 63 slots of the metadata page are taken (`ENOSPC`).
+    NoSlot,
+    /// The metadata page could not be allocated (`ENOMEM`).
+    NoMemory,
+    /// Empty, longer than 61 bytes, or containing NUL (`EINVAL`).
+    InvalidName,
+    /// A zero-sized type (`EINVAL`).
+    InvalidSize,
+}
+
+impl KeyError {
+    /// The errno upstream's C library returns for this error.
+    pub fn errno(self) -> i32 {
+        match self {
+            KeyError::Exists => libc::EEXIST,
+            KeyError::TooBig => libc::E2BIG,
+            KeyError::NoSlot => libc::ENOSPC,
+            KeyError::NoMemory => libc::ENOMEM,
+            KeyError::InvalidName | KeyError::InvalidSize => libc::EINVAL,
+        }
+    }
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyError::Exists => "a TLD key of that name exists",
+            KeyError::TooBig => "the TLD key does not fit in the per-thread block",
+            KeyError::NoSlot => "no TLD key slot left (63 per process)",
+            KeyError::NoMemory => "cannot allocate the TLD metadata page",
+            KeyError::InvalidName => "TLD key names are 1 to 61 bytes without NUL",
+            KeyError::InvalidSize => "TLD keys cannot be zero-sized",
+        })
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+/// Plain old data that can live in a TLD block: any bit pattern is a valid
+/// value (the block starts zeroed, and BPF or another library may write it).
+///
+/// # Safety
+/// Implement only for types without padding, pointers or invalid bit
+/// patterns, with alignment at most 8.
+pub unsafe trait Pod: Copy + Send + Sync + 'static {}
+
+macro_rules! pod {
+    ($($t:ty),*) => { $(unsafe impl Pod for $t {})* };
+}
+pod!(u8, i8, u16, i16, u32, i32, u64, i64, usize, isize, f32, f64);
+// SAFETY: arrays of Pod are Pod.
+unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
+
+/// A typed key. Only a successfully created key exists, so a key can never
+/// yield an error offset.
+pub struct Key<T: Pod> {
+    offset: u16,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Pod> Clone for Key<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T: Pod> Copy for Key<T> {}
+
+impl<T: Pod> fmt::Debug for Key<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key<{}>@{}", std::any::type_name::<T>(), self.offset)
+    }
+}
+
+impl<T: Pod> Key<T> {
+    const CHECK: () = assert!(
+        std::mem::align_of::<T>() <= abi::ALIGN && std::mem::size_of::<T>() > 0,
+        "TLD values are non-empty and at most 8-byte aligned"
+    );
+
+    fn from_slot(slot: meta::Slot) -> Result<Self, KeyError> {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::CHECK;
+        if slot.size != std::mem::size_of::<T>() {
+            return Err(KeyError::Exists);
+        }
+        Ok(Key {
+            offset: slot.offset as u16,
+            _t: PhantomData,
+        })
+    }
+
+    /// The key's offset in a thread's block (what BPF resolves by name).
+    pub fn offset(&self) -> usize {
+        self.offset as usize
+    }
+
+    /// Stores this thread's value. Values of at most 8 bytes are written
+    /// with one store, so a reader never sees a torn value.
+    #[inline(always)]
+    pub fn set(&self, value: T) {
+        thread::with_ptr(self.offset(), std::mem::size_of::<T>(), |p| {
+            // SAFETY: p is 8-byte aligned, inside this thread's block, and
+            // any bit pattern is a valid T.
+            unsafe { std::ptr::write_volatile(p as *mut T, value) }
+        });
+    }
+
+    /// Loads this thread's value (zeroed until first set; `None` only if no
+    /// block could be allocated).
+    #[inline(always)]
+    pub fn get(&self) -> Option<T> {
+        thread::with_ptr(self.offset(), std::mem::size_of::<T>(), |p| {
+            // SAFETY: as in set().
+            unsafe { std::ptr::read_volatile(p as *const T) }
+        })
+    }
+
+    /// A pointer to this thread's value, valid until the thread exits. For
+    /// callers that want to update it themselves (for example atomically).
+    pub fn as_ptr(&self) -> Option<*mut T> {
+        thread::with_ptr(self.offset(), std::mem::size_of::<T>(), |p| p as *mut T)
+    }
+}
+
+/// Creates a key at run time. Keys created after the first thread touched
+/// its block share the run-time budget of every block.
+pub fn create_key<T: Pod>(name: &str) -> Result<Key<T>, KeyError> {
+    let slot = meta::create(name, std::mem::size_of::<T>())?;
+    Key::from_slot(slot)
+}
+
+/// Finds an existing key; `Err(Exists)` if its size is not `T`'s.
+pub fn find_key<T: Pod>(name: &str) -> Option<Result<Key<T>, KeyError>> {
+    meta::find(name).map(Key::from_slot)
+}
+
+/// Creates the key, or returns it if a key of that name and size exists.
+pub fn get_or_create_key<T: Pod>(name: &str) -> Result<Key<T>, KeyError> {
+    match create_key(name) {
+        Err(KeyError::Exists) => find_key(name).unwrap_or(Err(KeyError::Exists)),
+        r => r,
+    }
+}
+
+const UNRESOLVED: u32 = 0;
+const ERROR_BIT: u32 = 1 << 31;
+
+/// A key declared in a `static`, resolved once (by [`declare_key!`]'s
+/// constructor before `main`, or at first use).
+pub struct StaticKey<T: Pod> {
+    name: &'static str,
+    /// UNRESOLVED, the offset, or ERROR_BIT | errno-like code.
+    state: AtomicU32,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Pod> StaticKey<T> {
+    pub const fn new(name: &'static str) -> Self {
+        StaticKey {
+            name,
+            state: AtomicU32::new(UNRESOLVED),
+            _t: PhantomData,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The key, creating it on first call. If another part of the process
+    /// created a key of the same name and size, that key is shared.
+    pub fn key(&self) -> Result<Key<T>, KeyError> {
+        match self.state.load(Ordering::Acquire) {
+            UNRESOLVED => self.resolve(),
+            s if s & ERROR_BIT != 0 => Err(decode_error(s)),
+            off => Ok(Key {
+                offset: off as u16,
+                _t: PhantomData,
+            }),
+        }
+    }
+
+    #[cold]
+    fn resolve(&self) -> Result<Key<T>, KeyError> {
+        let r = get_or_create_key::<T>(self.name);
+        let s = match &r {
+            Ok(k) => k.offset as u32,
+            Err(e) => ERROR_BIT | encode_error(*e),
+        };
+        // Racing resolvers compute the same result.
+        self.state.store(s, Ordering::Release);
+        if let Err(e) = &r {
+            log::warn!("scx_hints: TLD key {:?}: {e}", self.name);
+        }
+        r
+    }
+
+    /// Stores this thread's value; a no-op if the key could not be created.
+    #[inline(always)]
+    pub fn set(&self, value: T) {
+        if let Ok(k) = self.key() {
+            k.set(value)
+        }
+    }
+
+    /// Loads this thread's value; None if the key could not be created.
+    #[inline(always)]
+    pub fn get(&self) -> Option<T> {
+        self.key().ok()?.get()
+    }
+}
+
+fn encode_error(e: KeyError) -> u32 {
+    e as u32
+}
+
+fn decode_error(s: u32) -> KeyError {
+    match s & !ERROR_BIT {
+        0 => KeyError::Exists,
+        1 => KeyError::TooBig,
+        2 => KeyError::NoSlot,
+        3 => KeyError::NoMemory,
+        4 => KeyError::InvalidName,
+        _ => KeyError::InvalidSize,
+    }
+}
+
+/// Declares a [`StaticKey`] in a `static` and creates it before `main`, so
+/// that it sizes every thread's block:
+///
+/// ```
+/// scx_hints::declare_key!(pub static REQUESTS: u64 = "myapp.requests");
+/// REQUESTS.set(3);
+/// assert_eq!(REQUESTS.get(), Some(3));
+/// ```
+#[macro_export]
+macro_rules! declare_key {
+    ($(#[$attr:meta])* $vis:vis static $id:ident : $t:ty = $name:expr $(;)?) => {
+        $(#[$attr])*
+        $vis static $id: $crate::tld::StaticKey<$t> = $crate::tld::StaticKey::new($name);
+        const _: () = {
+            extern "C" fn create() {
+                let _ = $id.key();
+            }
+            #[used]
+            #[link_section = ".init_array"]
+            static CREATE: extern "C" fn() = create;
+        };
+    };
+}
+
+/// This thread's registration state.
+pub fn registration() -> Registration {
+    thread::registration()
+}
+
+/// Allocates and registers this thread's block now rather than at its first
+/// hint access (for threads that want the one-time cost paid up front).
+pub fn register_thread() -> Registration {
+    thread::register_now()
+}
+
+/// Checks the map's pin now and, if it changed, makes every thread register
+/// again on its next access. A watcher thread does this by itself; call it
+/// only if that watcher is disabled (`SCX_HINTS_WATCH=0`).
+pub fn recheck_map() -> bool {
+    map::recheck()
+}
+
+/// The bpffs path where the map is looked for.
+pub fn map_pin_path() -> String {
+    map::pin_path()
+}
+
+/// Internals exposed for the project's own kernel tests. Not a stable API.
+#[doc(hidden)]
+pub mod testing {
+    pub use super::map::epoch;
+    pub use super::thread::block_address;
+
+    /// The metadata page's address, if it exists.
+    pub fn meta_address() -> Option<usize> {
+        super::meta::existing_page().map(|p| p as *const _ as usize)
+    }
+
+    /// Claims a key slot and writes its name, but leaves its size
+    /// unpublished until the returned closure runs: the window in which a
+    /// reader sees a slot "being written".
+    pub fn create_key_in_two_steps(
+        name: &str,
+        size: usize,
+    ) -> Result<(usize, impl FnOnce() -> usize), super::KeyError> {
+        let claim = super::meta::claim(name, size)?;
+        let offset = claim.slot().offset;
+        Ok((offset, move || claim.publish().offset))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_round_trip() {
+        for e in [
+            KeyError::Exists,
+            KeyError::TooBig,
+            KeyError::NoSlot,
+            KeyError::NoMemory,
+            KeyError::InvalidName,
+            KeyError::InvalidSize,
+        ] {
+            assert_eq!(decode_error(ERROR_BIT | encode_error(e)), e);
+            assert!(e.errno() > 0);
+        }
+    }
+
+    declare_key!(static BEFORE_MAIN: u32 = "test.before_main");
+
+    #[test]
+    fn declared_keys_exist_before_first_use() {
+        // The constructor created it: it is found by name without touching it.
+        assert!(find_key::<u32>("test.before_main").is_some());
+        BEFORE_MAIN.set(7);
+        assert_eq!(BEFORE_MAIN.get(), Some(7));
+    }
+
+    #[test]
+    fn values_are_per_thread() {
+        let k = create_key::<u64>("test.per_thread").unwrap();
+        k.set(1);
+        let other = std::thread::spawn(move || {
+            let before = k.get();
+            k.set(2);
+            (before, k.get())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(other, (Some(0), Some(2)));
+        assert_eq!(k.get(), Some(1));
+    }
+
+    #[test]
+    fn typed_lookup_checks_the_size() {
+        create_key::<u16>("test.sized").unwrap();
+        assert!(find_key::<u16>("test.sized").unwrap().is_ok());
+        assert_eq!(
+            find_key::<u64>("test.sized").unwrap().err(),
+            Some(KeyError::Exists)
+        );
+        assert!(get_or_create_key::<u16>("test.sized").is_ok());
+        assert_eq!(
+            create_key::<u16>("test.sized").err(),
+            Some(KeyError::Exists)
+        );
+    }
+
+    #[test]
+    fn keys_created_late_fit_the_budget_or_fail() {
+        // Make sure this thread's block exists (capacity frozen).
+        let k = get_or_create_key::<u8>("test.early").unwrap();
+        k.set(1);
+        let r = create_key::<[u8; 4000]>("test.too_late");
+        assert_eq!(r.err(), Some(KeyError::TooBig));
+    }
+
+    #[test]
+    fn no_map_means_no_failure() {
+        std::env::set_var(abi::MAP_PIN_ENV, "/nonexistent/scx_hints/tld");
+        let k = get_or_create_key::<i32>("test.no_map").unwrap();
+        std::thread::spawn(move || {
+            k.set(-5);
+            assert_eq!(k.get(), Some(-5));
+            assert!(matches!(
+                registration(),
+                Registration::NoMap | Registration::Registered | Registration::Failed(_)
+            ));
+        })
+        .join()
+        .unwrap();
+    }
+}

@@ -1,0 +1,141 @@
+//! The few system calls TLD needs, made directly through libc: the bpf(2)
+//! commands on a map, and thread pidfds. No libbpf.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_int = 3;
+const BPF_OBJ_GET: libc::c_int = 7;
+const BPF_ANY: u64 = 0;
+/// `PIDFD_THREAD` has the value of `O_EXCL` (since Linux 6.9).
+const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+
+/// The part of `union bpf_attr` used by the map element commands.
+#[repr(C)]
+#[derive(Default)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// The part of `union bpf_attr` used by `BPF_OBJ_GET`.
+#[repr(C)]
+#[derive(Default)]
+struct ObjGetAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+    path_fd: i32,
+    _pad: u32,
+}
+
+fn bpf<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: attr is a valid, initialised prefix of union bpf_attr and its
+    // size is passed along; the kernel zero-extends the rest.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T as *mut libc::c_void,
+            std::mem::size_of::<T>() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Opens a pinned BPF object read-write.
+pub fn obj_get(path: &str) -> io::Result<OwnedFd> {
+    let c = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut attr = ObjGetAttr {
+        pathname: c.as_ptr() as u64,
+        ..Default::default()
+    };
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: the kernel returned a new file descriptor that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `BPF_MAP_UPDATE_ELEM` with a pidfd key.
+pub fn map_update<V>(map: RawFd, pidfd: &OwnedFd, value: &V) -> io::Result<()> {
+    let key: i32 = pidfd.as_raw_fd();
+    let mut attr = MapElemAttr {
+        map_fd: map as u32,
+        key: &key as *const i32 as u64,
+        value: value as *const V as u64,
+        flags: BPF_ANY,
+        ..Default::default()
+    };
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
+}
+
+/// `BPF_MAP_DELETE_ELEM` with a pidfd key.
+pub fn map_delete(map: RawFd, pidfd: &OwnedFd) -> io::Result<()> {
+    let key: i32 = pidfd.as_raw_fd();
+    let mut attr = MapElemAttr {
+        map_fd: map as u32,
+        key: &key as *const i32 as u64,
+        ..Default::default()
+    };
+    bpf(BPF_MAP_DELETE_ELEM, &mut attr).map(drop)
+}
+
+pub fn gettid() -> libc::pid_t {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// A pidfd naming the calling thread (not its process).
+pub fn thread_pidfd() -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, gettid(), PIDFD_THREAD) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new file descriptor that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+/// The identity of the file at `path` (device, inode), if it exists.
+pub fn file_identity(path: &str) -> Option<(u64, u64)> {
+    let c = CString::new(path).ok()?;
+    // SAFETY: stat writes into the zeroed buffer we pass.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid C string and st a valid out-pointer.
+    if unsafe { libc::stat(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.st_dev, st.st_ino))
+}
+
+/// A random, nonzero 32-bit value.
+pub fn random_u32() -> u32 {
+    let mut v: u32 = 0;
+    // SAFETY: getrandom writes at most 4 bytes into v.
+    let n = unsafe {
+        libc::getrandom(
+            &mut v as *mut u32 as *mut libc::c_void,
+            4,
+            libc::GRND_NONBLOCK,
+        )
+    };
+    if n != 4 {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        // SAFETY: getpid has no preconditions.
+        v = t
+            ^ (unsafe { libc::getpid() } as u32).rotate_left(16)
+            ^ (&v as *const u32 as usize as u32);
+    }
+    v.max(1)
+}
