@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
+/*
+ * Types and constants shared by scx_hinted's BPF program (scx_hinted.bpf.c)
+ * and its user-space side (scheduler/, through bindgen). Only plain C here:
+ * this file is parsed for Rust as well as compiled for BPF.
+ */
+#ifndef __SCX_HINTED_INTF_H
+#define __SCX_HINTED_INTF_H
+
+#include "hints.h"
+
+#ifndef __VMLINUX_H__
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+typedef signed int s32;
+typedef signed long long s64;
+#endif
+
+enum hinted_consts {
+	HINTED_NR_CLASSES	= SCX_HINT_NR_CLASSES,
+
+	/*
+	 * Wake-to-run latency histogram: log-linear buckets over nanoseconds,
+	 * four per power of two (values 0..3 have a bucket each). Bucket 168
+	 * starts at 7 << 40 ns, far beyond any latency the watchdog allows;
+	 * larger values land in the last bucket.
+	 */
+	HINTED_LAT_SUB_BITS	= 2,
+	HINTED_NR_LAT_BUCKETS	= 168,
+
+	/* Most uids and gids that may be allowed privileged hints. */
+	HINTED_MAX_ALLOW_IDS	= 16,
+	/* Supplementary groups of a thread compared with the allowed gids. */
+	HINTED_MAX_SUPP_GROUPS	= 32,
+
+	/* The two shared dispatch queues. */
+	HINTED_DSQ_FG		= 0,	/* critical, interactive, normal, batch */
+	HINTED_DSQ_BG		= 1,	/* background */
+};
+
+/*
+ * Counters of one latency class. The class a task is counted under is the
+ * one it is being scheduled as at that moment (after clamping and any budget
+ * demotion), except where a field says otherwise.
+ */
+struct hinted_class_stats {
+	s64 tasks;		/* tasks whose hinted class is this one (gauge, before demotion) */
+	u64 enqueues;		/* ops.enqueue calls and direct dispatches from select_cpu */
+	u64 dispatches;		/* times a task of the class started running */
+	u64 idle_picks;		/* placed on an idle CPU at wakeup or enqueue */
+	u64 preemptions;	/* wakeups that preempted a lower class on a busy CPU */
+	u64 demotions;		/* bursts that overran the class budget (class demoted from) */
+	u64 clamped;		/* claims of this class or a negative priority refused (class claimed) */
+	u64 lat[HINTED_NR_LAT_BUCKETS];	/* wake-to-run latency, see HINTED_NR_LAT_BUCKETS */
+};
+
+/* One per CPU, summed by user space. */
+struct hinted_stats {
+	struct hinted_class_stats cls[HINTED_NR_CLASSES];
+	s64 registered;		/* tasks whose thread has a TLD registration (gauge) */
+	u64 inherited;		/* forked tasks that started with their parent's hints */
+	u64 bg_guard_picks;	/* background picked ahead of waiting work (minimum share) */
+	u64 kthread_local;	/* per-CPU kthreads dispatched straight to their CPU */
+	u64 bad_class;		/* latency-class values outside the vocabulary (ignored) */
+	u64 bad_prio;		/* priority values outside -20..19 (clamped into range) */
+	u64 no_task_ctx;	/* tasks met without a task context (should stay 0) */
+};
+
+#endif /* __SCX_HINTED_INTF_H */

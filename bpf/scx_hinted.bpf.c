@@ -1,0 +1,923 @@
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
+/*
+ * scx_hinted: a sched_ext scheduler steered by per-thread hints.
+ *
+ * What it demonstrates: an application publishes a latency class and a
+ * priority for each of its threads as task local data (TLD, see tld_abi.h
+ * and hints.h); setting a hint is a plain store into the thread's own memory,
+ * no syscall. This scheduler reads those values with the TLD BPF library in
+ * ops.select_cpu(), ops.enqueue() and ops.dispatch(), keeping the resolved
+ * key offsets in its own per-task context, and schedules by them.
+ *
+ * How it decides:
+ *
+ * - Weighted virtual time. Every task has a vruntime that advances by
+ *   runtime * 1024 / weight; the weight comes from the task's nice value,
+ *   shifted by its priority hint (nice + priority, clamped to -20..19). Tasks
+ *   wait in a shared queue ordered by virtual deadline = vruntime + the class
+ *   slice scaled by weight. A waking task's vruntime is raised to no less
+ *   than the current virtual time minus the class's wakeup credit ("lag"), so
+ *   sleeping earns a bounded head start, never an unbounded one.
+ *
+ * - Latency classes. critical and interactive get short slices, small
+ *   requests (early deadlines) and a large wakeup credit; they take an idle
+ *   CPU first and, when none is idle, preempt a CPU running a lower class if
+ *   they are behind that task in virtual time. normal preempts only
+ *   background. batch gets long slices, no wakeup credit, never preempts.
+ *   background waits in its own queue that a CPU serves only when no other
+ *   work is queued, except that each CPU serves it at least once every
+ *   bg_period_ns (a guaranteed minimum share; that slice is not preempted),
+ *   so it never starves and the watchdog never fires.
+ *
+ * - Abuse budget. A critical or interactive thread that runs longer than its
+ *   class budget without sleeping is scheduled as normal for the rest of that
+ *   burst (checked at every tick and every stop, so the bound is the budget
+ *   plus one tick). Preemption also requires the waker to be behind in
+ *   virtual time, so a class buys latency, never CPU share: share follows
+ *   weight, and negative priorities are privileged.
+ *
+ * - Policy. Claiming critical or a negative priority needs a privileged
+ *   thread (root, or an allowed uid or gid); other claims are clamped to
+ *   interactive and 0, and counted. SCHED_IDLE threads are background whatever
+ *   they hint; SCHED_BATCH threads default to batch. A forked task starts with
+ *   its parent's effective hints until it publishes its own (optional).
+ *
+ * docs/policy.md says the same for users, with the numbers.
+ */
+#include <scx/common.bpf.h>
+#include "intf.h"
+#include "tld.bpf.h"
+
+char _license[] SEC("license") = "GPL";
+
+UEI_DEFINE(uei);
+
+#define MAX_CPUS		512
+#define NICE_0_WEIGHT		1024
+#define CLASS_NONE		(-1)
+
+/* Key cache slots in struct tld_keys. */
+#define KEY_SLOT_CLASS		0
+#define KEY_SLOT_PRIO		1
+
+#ifndef SCHED_BATCH
+#define SCHED_BATCH		3
+#endif
+#ifndef SCHED_IDLE
+#define SCHED_IDLE		5
+#endif
+
+/*
+ * Tunables, written by user space before load (see scheduler/src/main.rs for
+ * the command-line options and their defaults).
+ */
+const volatile u64 slice_ns[HINTED_NR_CLASSES] = {
+	[SCX_HINT_CLASS_NORMAL]		= 3000000,
+	[SCX_HINT_CLASS_CRITICAL]	= 750000,
+	[SCX_HINT_CLASS_INTERACTIVE]	= 1500000,
+	[SCX_HINT_CLASS_BATCH]		= 12000000,
+	[SCX_HINT_CLASS_BACKGROUND]	= 3000000,
+};
+const volatile u64 lag_ns[HINTED_NR_CLASSES] = {
+	[SCX_HINT_CLASS_NORMAL]		= 20000000,
+	[SCX_HINT_CLASS_CRITICAL]	= 40000000,
+	[SCX_HINT_CLASS_INTERACTIVE]	= 40000000,
+	[SCX_HINT_CLASS_BATCH]		= 0,
+	[SCX_HINT_CLASS_BACKGROUND]	= 20000000,
+};
+/* Burst budget of the elevated classes; 0 = unlimited. */
+const volatile u64 budget_ns[HINTED_NR_CLASSES] = {
+	[SCX_HINT_CLASS_CRITICAL]	= 5000000,
+	[SCX_HINT_CLASS_INTERACTIVE]	= 20000000,
+};
+/* Longest time a CPU serves other work while background waits. */
+const volatile u64 bg_period_ns = 57000000;
+const volatile bool inherit_on_fork = true;
+const volatile bool allow_all;
+const volatile u32 nr_allow_uids = 1;
+const volatile u32 allow_uids[HINTED_MAX_ALLOW_IDS];	/* uid 0 */
+const volatile u32 nr_allow_gids;
+const volatile u32 allow_gids[HINTED_MAX_ALLOW_IDS];
+
+/* Weight of nice -20..19, nice 0 = 1024 (the kernel's own table). */
+static const u32 nice_weight[40] = {
+	88761, 71755, 56483, 46273, 36291,
+	29154, 23254, 18705, 14949, 11916,
+	9548, 7620, 6100, 4904, 3906,
+	3121, 2501, 1991, 1586, 1277,
+	1024, 820, 655, 526, 423,
+	335, 272, 215, 172, 137,
+	110, 87, 70, 56, 45,
+	36, 29, 23, 18, 15,
+};
+
+static const char class_key[TLD_NAME_LEN] = SCX_HINT_KEY_LATENCY_CLASS;
+static const char prio_key[TLD_NAME_LEN] = SCX_HINT_KEY_PRIORITY;
+
+/* The system's virtual time: the largest vruntime seen starting to run. */
+static u64 vtime_now;
+static u32 nr_cpus;
+
+/* What a task's effective hints are computed from; recomputed on change. */
+struct hint_input {
+	s32 own_class;
+	s32 own_prio;
+	u8 have_own_class;
+	u8 have_own_prio;
+	u8 policy;
+	u8 valid;
+	s32 static_prio;
+};
+
+struct task_ctx {
+	struct tld_keys keys;		/* TLD key offsets, resolved once per task */
+	struct hint_input in;		/* the inputs last seen */
+
+	/* Hints inherited at fork, used for keys the task has not published. */
+	s32 inh_class;			/* CLASS_NONE if none */
+	s32 inh_prio;
+	u8 have_inh_prio;
+
+	/* Results: effective hints (after validation and policy), class, weight. */
+	u8 registered;
+	u8 demoted;			/* over budget for the rest of this burst */
+	s32 hint_class;			/* CLASS_NONE if no class hint applies */
+	s32 hint_prio;
+	u8 have_hint_prio;
+	s32 cls;			/* class before demotion */
+	s32 counted_class;		/* class counted in the tasks gauge */
+	u32 weight;
+
+	u64 vtime;			/* vruntime */
+	u64 burst_ns;			/* CPU time since the task last woke */
+	u64 run_start;
+	u64 wake_at;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct task_ctx);
+} task_ctxs SEC(".maps");
+
+struct cpu_ctx {
+	s32 cur_class;			/* class of the running task, CLASS_NONE if none */
+	u8 protected;			/* running a background guard slice */
+	u8 guard_pending;		/* the next task started is a guard pick */
+	u64 cur_vtime;			/* vruntime of the running task */
+	u64 bg_last;			/* when background last ran here */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct cpu_ctx);
+} cpu_ctxs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct hinted_stats);
+} stats SEC(".maps");
+
+static __always_inline struct hinted_stats *stats_get(void)
+{
+	u32 zero = 0;
+
+	return bpf_map_lookup_elem(&stats, &zero);
+}
+
+static __always_inline struct hinted_class_stats *class_stats(struct hinted_stats *s, s32 cls)
+{
+	if (!s)
+		return NULL;
+	return MEMBER_VPTR(s->cls, [cls]);
+}
+
+static __always_inline struct cpu_ctx *this_cpu_ctx(void)
+{
+	u32 zero = 0;
+
+	return bpf_map_lookup_elem(&cpu_ctxs, &zero);
+}
+
+static __always_inline struct task_ctx *task_ctx_of(struct task_struct *p)
+{
+	return bpf_task_storage_get(&task_ctxs, p, 0, 0);
+}
+
+static __always_inline bool is_elevated(s32 cls)
+{
+	return cls == SCX_HINT_CLASS_CRITICAL || cls == SCX_HINT_CLASS_INTERACTIVE;
+}
+
+/* Preemption order: a waking task may preempt a running one of lower rank. */
+static __always_inline s32 class_rank(s32 cls)
+{
+	switch (cls) {
+	case SCX_HINT_CLASS_BACKGROUND:
+		return 0;
+	case SCX_HINT_CLASS_BATCH:
+		return 1;
+	case SCX_HINT_CLASS_NORMAL:
+		return 2;
+	case SCX_HINT_CLASS_INTERACTIVE:
+		return 3;
+	case SCX_HINT_CLASS_CRITICAL:
+		return 4;
+	}
+	return 5;	/* nothing running, or unknown: never a victim */
+}
+
+/* The class a task is scheduled as right now. */
+static __always_inline s32 sched_class(const struct task_ctx *tctx)
+{
+	if (tctx->demoted)
+		return SCX_HINT_CLASS_NORMAL;
+	return tctx->cls;
+}
+
+/*
+ * Per-class tunables. MEMBER_VPTR() bounds the index in a way the verifier
+ * can follow (clang would otherwise form the address before the check).
+ */
+static __always_inline u64 class_slice(s32 cls)
+{
+	const volatile u64 *v = MEMBER_VPTR(slice_ns, [cls]);
+
+	return v ? *v : slice_ns[SCX_HINT_CLASS_NORMAL];
+}
+
+static __always_inline u64 class_lag(s32 cls)
+{
+	const volatile u64 *v = MEMBER_VPTR(lag_ns, [cls]);
+
+	return v ? *v : 0;
+}
+
+static __always_inline u64 class_budget(s32 cls)
+{
+	const volatile u64 *v = MEMBER_VPTR(budget_ns, [cls]);
+
+	return v ? *v : 0;
+}
+
+static __always_inline u64 scale_inv(u64 val, u32 weight)
+{
+	return val * NICE_0_WEIGHT / (weight ?: 1);
+}
+
+/* ---- Who may claim what ---------------------------------------------- */
+
+static bool id_allowed(u32 id, const volatile u32 *ids, u32 nr)
+{
+	u32 i;
+
+	bpf_for(i, 0, HINTED_MAX_ALLOW_IDS) {
+		if (i >= nr)
+			break;
+		if (ids[i] == id)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * A thread may claim the critical class or a negative priority if it runs
+ * with an allowed effective uid, an allowed effective gid, or an allowed
+ * supplementary group (the first HINTED_MAX_SUPP_GROUPS are checked).
+ */
+static bool task_privileged(struct task_struct *p)
+{
+	const struct cred *cred;
+	struct group_info *gi;
+	u32 uid, gid, i;
+	int ngroups;
+
+	if (allow_all)
+		return true;
+	cred = BPF_CORE_READ(p, cred);
+	if (!cred)
+		return false;
+	uid = BPF_CORE_READ(cred, euid.val);
+	if (id_allowed(uid, allow_uids, nr_allow_uids))
+		return true;
+	if (!nr_allow_gids)
+		return false;
+	gid = BPF_CORE_READ(cred, egid.val);
+	if (id_allowed(gid, allow_gids, nr_allow_gids))
+		return true;
+	gi = BPF_CORE_READ(cred, group_info);
+	if (!gi)
+		return false;
+	ngroups = BPF_CORE_READ(gi, ngroups);
+	bpf_for(i, 0, HINTED_MAX_SUPP_GROUPS) {
+		kgid_t g;
+
+		if ((int)i >= ngroups)
+			break;
+		if (bpf_core_read(&g, sizeof(g), &gi->gid[i]))
+			break;
+		if (id_allowed(g.val, allow_gids, nr_allow_gids))
+			return true;
+	}
+	return false;
+}
+
+/* ---- From hints to class and weight ---------------------------------- */
+
+static __always_inline void set_registered(struct task_ctx *tctx, struct hinted_stats *s,
+					   bool registered)
+{
+	if (tctx->registered == registered)
+		return;
+	tctx->registered = registered;
+	if (s)
+		s->registered += registered ? 1 : -1;
+}
+
+static __always_inline void count_class(struct task_ctx *tctx, struct hinted_stats *s, s32 cls)
+{
+	struct hinted_class_stats *cs;
+
+	if (tctx->counted_class == cls)
+		return;
+	if ((cs = class_stats(s, tctx->counted_class)))
+		cs->tasks--;
+	if ((cs = class_stats(s, cls)))
+		cs->tasks++;
+	tctx->counted_class = cls;
+}
+
+/*
+ * Recompute the effective hints, class and weight from tctx->in. Runs only
+ * when an input changed, so the privilege check and the counting of bad or
+ * clamped values happen once per change, not once per scheduling event.
+ */
+static __noinline void recompute(struct task_struct *p, struct task_ctx *tctx,
+				 struct hinted_stats *s)
+{
+	struct hinted_class_stats *cs;
+	s32 hcls = CLASS_NONE, prio = 0, cls, nice;
+	bool have_prio = false;
+	const u32 *weight;
+	u32 idx;
+
+	if (tctx->in.have_own_class) {
+		hcls = tctx->in.own_class;
+		if (hcls < 0 || hcls >= HINTED_NR_CLASSES) {
+			if (s)
+				s->bad_class++;
+			hcls = CLASS_NONE;
+		}
+	} else {
+		hcls = tctx->inh_class;
+	}
+
+	if (tctx->in.have_own_prio) {
+		prio = tctx->in.own_prio;
+		have_prio = true;
+		if (prio < SCX_HINT_PRIO_MIN || prio > SCX_HINT_PRIO_MAX) {
+			if (s)
+				s->bad_prio++;
+			prio = prio < SCX_HINT_PRIO_MIN ? SCX_HINT_PRIO_MIN : SCX_HINT_PRIO_MAX;
+		}
+	} else if (tctx->have_inh_prio) {
+		prio = tctx->inh_prio;
+		have_prio = true;
+	}
+
+	if ((hcls == SCX_HINT_CLASS_CRITICAL || prio < 0) && !task_privileged(p)) {
+		if (hcls == SCX_HINT_CLASS_CRITICAL) {
+			if ((cs = class_stats(s, SCX_HINT_CLASS_CRITICAL)))
+				cs->clamped++;
+			hcls = SCX_HINT_CLASS_INTERACTIVE;
+		}
+		if (prio < 0) {
+			if ((cs = class_stats(s, hcls == CLASS_NONE ? SCX_HINT_CLASS_NORMAL : hcls)))
+				cs->clamped++;
+			prio = 0;
+		}
+	}
+
+	tctx->hint_class = hcls;
+	tctx->hint_prio = prio;
+	tctx->have_hint_prio = have_prio;
+
+	if (tctx->in.policy == SCHED_IDLE)
+		cls = SCX_HINT_CLASS_BACKGROUND;
+	else if (hcls != CLASS_NONE)
+		cls = hcls;
+	else if (tctx->in.policy == SCHED_BATCH)
+		cls = SCX_HINT_CLASS_BATCH;
+	else
+		cls = SCX_HINT_CLASS_NORMAL;
+	tctx->cls = cls;
+	count_class(tctx, s, cls);
+
+	nice = tctx->in.static_prio - 120 + prio;
+	if (nice < -20)
+		nice = -20;
+	if (nice > 19)
+		nice = 19;
+	idx = nice + 20;
+	weight = MEMBER_VPTR(nice_weight, [idx]);
+	tctx->weight = weight ? *weight : NICE_0_WEIGHT;
+}
+
+/*
+ * Read the thread's hints through the TLD library and recompute if anything
+ * changed. Cheap when nothing did: one task-storage lookup, two cached key
+ * offsets, two loads.
+ */
+static __always_inline void refresh_hints(struct task_struct *p, struct task_ctx *tctx,
+					  struct hinted_stats *s)
+{
+	struct hint_input in = {};
+	struct tld_object obj;
+	s32 *v;
+	int ret;
+
+	ret = tld_object_init(p, &tctx->keys, &obj);
+	if (!ret) {
+		set_registered(tctx, s, true);
+		v = tld_get(&obj, KEY_SLOT_CLASS, class_key, s32);
+		if (v) {
+			in.have_own_class = 1;
+			in.own_class = READ_ONCE(*v);
+		}
+		v = tld_get(&obj, KEY_SLOT_PRIO, prio_key, s32);
+		if (v) {
+			in.have_own_prio = 1;
+			in.own_prio = READ_ONCE(*v);
+		}
+	} else if (ret == -ENOENT) {
+		set_registered(tctx, s, false);
+	}
+	in.policy = p->policy;
+	in.static_prio = p->static_prio;
+	in.valid = 1;
+
+	if (in.valid != tctx->in.valid || in.have_own_class != tctx->in.have_own_class ||
+	    in.own_class != tctx->in.own_class || in.have_own_prio != tctx->in.have_own_prio ||
+	    in.own_prio != tctx->in.own_prio || in.policy != tctx->in.policy ||
+	    in.static_prio != tctx->in.static_prio) {
+		tctx->in = in;
+		recompute(p, tctx, s);
+	}
+}
+
+/* ---- Virtual time ----------------------------------------------------- */
+
+/*
+ * Raise a lagging vruntime to the class's wakeup credit below the current
+ * virtual time and return the task's virtual deadline.
+ */
+static __always_inline u64 task_deadline(struct task_ctx *tctx, s32 cls)
+{
+	u64 lag = scale_inv(class_lag(cls), tctx->weight), floor;
+
+	floor = vtime_now > lag ? vtime_now - lag : 0;
+	if (time_before(tctx->vtime, floor))
+		tctx->vtime = floor;
+	return tctx->vtime + scale_inv(class_slice(cls), tctx->weight);
+}
+
+static __always_inline bool is_pcpu_kthread(const struct task_struct *p)
+{
+	return (p->flags & PF_KTHREAD) && p->nr_cpus_allowed == 1;
+}
+
+static __always_inline void demote(struct task_ctx *tctx, struct hinted_stats *s)
+{
+	struct hinted_class_stats *cs;
+
+	tctx->demoted = 1;
+	if ((cs = class_stats(s, tctx->cls)))
+		cs->demotions++;
+}
+
+/* Has the running burst overrun the class budget? Demotes if so. */
+static __always_inline bool check_budget(struct task_ctx *tctx, struct hinted_stats *s,
+					 u64 burst)
+{
+	u64 budget;
+
+	if (tctx->demoted || !is_elevated(tctx->cls))
+		return false;
+	budget = class_budget(tctx->cls);
+	if (!budget || burst <= budget)
+		return false;
+	demote(tctx, s);
+	return true;
+}
+
+/*
+ * On a wakeup with no idle CPU: a CPU whose running task the waker may
+ * preempt. Lowest class first; within a class the scan starts at the task's
+ * previous CPU. A victim that is not background must be ahead of the waker in
+ * virtual time, and a background guard slice is never preempted.
+ */
+static s32 find_victim(struct task_struct *p, struct task_ctx *tctx, s32 cls)
+{
+	s32 rank = class_rank(cls), best = -1, best_rank = rank;
+	s32 prev = scx_bpf_task_cpu(p);
+	u32 zero = 0, i, n = nr_cpus;
+
+	if (n > MAX_CPUS)
+		n = MAX_CPUS;
+	if (prev < 0 || prev >= n)
+		prev = 0;
+	bpf_for(i, 0, n) {
+		struct cpu_ctx *cctx;
+		s32 cpu = prev + i, vr;
+
+		if (cpu >= n)
+			cpu -= n;
+		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+			continue;
+		cctx = bpf_map_lookup_percpu_elem(&cpu_ctxs, &zero, cpu);
+		if (!cctx || cctx->protected)
+			continue;
+		vr = class_rank(READ_ONCE(cctx->cur_class));
+		if (vr >= best_rank)
+			continue;
+		if (vr > 0 && !time_before(tctx->vtime, READ_ONCE(cctx->cur_vtime)))
+			continue;
+		best = cpu;
+		best_rank = vr;
+		if (!vr)
+			break;
+	}
+	return best;
+}
+
+/* ---- The scheduling callbacks ----------------------------------------- */
+
+s32 BPF_STRUCT_OPS(hinted_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
+{
+	struct hinted_stats *s = stats_get();
+	struct hinted_class_stats *cs;
+	struct task_ctx *tctx;
+	bool is_idle = false;
+	s32 cpu, cls;
+
+	tctx = task_ctx_of(p);
+	if (!tctx)
+		return prev_cpu;
+	refresh_hints(p, tctx, s);
+	cls = sched_class(tctx);
+
+	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
+	if (is_idle) {
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, class_slice(cls), 0);
+		if ((cs = class_stats(s, cls))) {
+			cs->enqueues++;
+			cs->idle_picks++;
+		}
+	}
+	return cpu;
+}
+
+void BPF_STRUCT_OPS(hinted_enqueue, struct task_struct *p, u64 enq_flags)
+{
+	struct hinted_stats *s = stats_get();
+	struct hinted_class_stats *cs;
+	struct task_ctx *tctx;
+	s32 cls, cpu;
+	u64 slice, dl;
+
+	tctx = task_ctx_of(p);
+	if (!tctx) {
+		if (s)
+			s->no_task_ctx++;
+		scx_bpf_dsq_insert_vtime(p, HINTED_DSQ_FG, class_slice(SCX_HINT_CLASS_NORMAL),
+					 vtime_now, enq_flags);
+		return;
+	}
+	refresh_hints(p, tctx, s);
+	cls = sched_class(tctx);
+	slice = class_slice(cls);
+	cs = class_stats(s, cls);
+	if (cs)
+		cs->enqueues++;
+
+	if (is_pcpu_kthread(p)) {
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice, enq_flags);
+		if (s)
+			s->kthread_local++;
+		return;
+	}
+
+	dl = task_deadline(tctx, cls);
+
+	/* An idle CPU first, when ops.select_cpu() did not already look. */
+	if (!__COMPAT_is_enq_cpu_selected(enq_flags) && p->nr_cpus_allowed > 1) {
+		cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+		if (cpu >= 0) {
+			scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, slice, enq_flags);
+			scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+			if (cs)
+				cs->idle_picks++;
+			return;
+		}
+	}
+
+	/* No idle CPU: a waking task may preempt a lower class. */
+	if ((enq_flags & SCX_ENQ_WAKEUP) && cls != SCX_HINT_CLASS_BATCH &&
+	    cls != SCX_HINT_CLASS_BACKGROUND) {
+		cpu = find_victim(p, tctx, cls);
+		if (cpu >= 0) {
+			scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, slice,
+					   enq_flags | SCX_ENQ_PREEMPT);
+			if (cs)
+				cs->preemptions++;
+			return;
+		}
+	}
+
+	scx_bpf_dsq_insert_vtime(p, cls == SCX_HINT_CLASS_BACKGROUND ? HINTED_DSQ_BG : HINTED_DSQ_FG,
+				 slice, dl, enq_flags);
+}
+
+void BPF_STRUCT_OPS(hinted_dispatch, s32 cpu, struct task_struct *prev)
+{
+	struct hinted_stats *s = stats_get();
+	struct cpu_ctx *cctx = this_cpu_ctx();
+	bool prev_runnable = prev && (prev->scx.flags & SCX_TASK_QUEUED);
+	struct task_ctx *ptctx = NULL;
+	s32 pcls = SCX_HINT_CLASS_NORMAL;
+	u64 now = scx_bpf_now();
+
+	if (!cctx)
+		return;
+
+	/*
+	 * Background's minimum share: serve it if this CPU has not run it for
+	 * a whole period while it waited. (ops.stopping() of prev comes after
+	 * this, so a CPU still running background now is not due.)
+	 */
+	if (cctx->cur_class != SCX_HINT_CLASS_BACKGROUND &&
+	    scx_bpf_dsq_nr_queued(HINTED_DSQ_BG) && scx_bpf_dsq_nr_queued(HINTED_DSQ_FG) &&
+	    now - cctx->bg_last >= bg_period_ns) {
+		if (scx_bpf_dsq_move_to_local(HINTED_DSQ_BG, 0)) {
+			cctx->guard_pending = 1;
+			if (s)
+				s->bg_guard_picks++;
+			return;
+		}
+	}
+
+	/*
+	 * The task whose slice ran out keeps the CPU if it would be picked
+	 * next anyway: re-read its hints, since its class sets its request.
+	 */
+	if (prev_runnable && (ptctx = task_ctx_of(prev))) {
+		refresh_hints(prev, ptctx, s);
+		pcls = sched_class(ptctx);
+		if (pcls != SCX_HINT_CLASS_BACKGROUND) {
+			struct task_struct *head = __COMPAT_scx_bpf_dsq_peek(HINTED_DSQ_FG);
+			u64 ran = now - ptctx->run_start;
+			u64 dl = ptctx->vtime + scale_inv(ran + class_slice(pcls), ptctx->weight);
+
+			if (!head || time_before(dl, head->scx.dsq_vtime)) {
+				scx_bpf_task_set_slice(prev, class_slice(pcls));
+				return;
+			}
+		}
+	}
+
+	if (scx_bpf_dsq_move_to_local(HINTED_DSQ_FG, 0))
+		return;
+	if (scx_bpf_dsq_move_to_local(HINTED_DSQ_BG, 0))
+		return;
+
+	/* Nothing else wants this CPU. */
+	if (prev_runnable)
+		scx_bpf_task_set_slice(prev, class_slice(ptctx ? pcls : SCX_HINT_CLASS_NORMAL));
+}
+
+void BPF_STRUCT_OPS(hinted_runnable, struct task_struct *p, u64 enq_flags)
+{
+	struct task_ctx *tctx = task_ctx_of(p);
+
+	if (tctx && (enq_flags & SCX_ENQ_WAKEUP))
+		tctx->wake_at = scx_bpf_now();
+}
+
+void BPF_STRUCT_OPS(hinted_running, struct task_struct *p)
+{
+	struct hinted_stats *s = stats_get();
+	struct cpu_ctx *cctx = this_cpu_ctx();
+	struct hinted_class_stats *cs;
+	struct task_ctx *tctx;
+	u64 now = scx_bpf_now();
+	s32 cls;
+
+	tctx = task_ctx_of(p);
+	if (!tctx)
+		return;
+	tctx->run_start = now;
+	cls = sched_class(tctx);
+	if (cls != SCX_HINT_CLASS_BACKGROUND && time_before(vtime_now, tctx->vtime))
+		vtime_now = tctx->vtime;
+
+	if ((cs = class_stats(s, cls))) {
+		cs->dispatches++;
+		if (tctx->wake_at) {
+			u64 lat = now > tctx->wake_at ? now - tctx->wake_at : 0;
+			u64 x = lat, *bucket;
+			u32 msb = 0, idx;
+
+			if (x >> 32) { msb += 32; x >>= 32; }
+			if (x >> 16) { msb += 16; x >>= 16; }
+			if (x >> 8) { msb += 8; x >>= 8; }
+			if (x >> 4) { msb += 4; x >>= 4; }
+			if (x >> 2) { msb += 2; x >>= 2; }
+			if (x >> 1) { msb += 1; }
+			if (msb < HINTED_LAT_SUB_BITS)
+				idx = lat;
+			else
+				idx = ((msb - HINTED_LAT_SUB_BITS + 1) << HINTED_LAT_SUB_BITS) |
+				      ((lat >> (msb - HINTED_LAT_SUB_BITS)) &
+				       ((1 << HINTED_LAT_SUB_BITS) - 1));
+			if (idx >= HINTED_NR_LAT_BUCKETS)
+				idx = HINTED_NR_LAT_BUCKETS - 1;
+			bucket = MEMBER_VPTR(cs->lat, [idx]);
+			if (bucket)
+				(*bucket)++;
+		}
+	}
+	tctx->wake_at = 0;
+
+	if (cctx) {
+		cctx->cur_class = cls;
+		cctx->cur_vtime = tctx->vtime;
+		cctx->protected = cls == SCX_HINT_CLASS_BACKGROUND && cctx->guard_pending;
+		cctx->guard_pending = 0;
+	}
+}
+
+void BPF_STRUCT_OPS(hinted_tick, struct task_struct *p)
+{
+	struct cpu_ctx *cctx = this_cpu_ctx();
+	struct task_ctx *tctx;
+	u64 now = scx_bpf_now();
+
+	tctx = task_ctx_of(p);
+	if (!tctx)
+		return;
+
+	/* Demote an elevated thread within one tick of overrunning its budget. */
+	if (check_budget(tctx, stats_get(), tctx->burst_ns + (now - tctx->run_start))) {
+		if (cctx)
+			cctx->cur_class = SCX_HINT_CLASS_NORMAL;
+		if (scx_bpf_dsq_nr_queued(HINTED_DSQ_FG))
+			scx_bpf_task_set_slice(p, 0);
+		return;
+	}
+
+	/* Background yields as soon as other work waits, guard slices excepted. */
+	if (sched_class(tctx) == SCX_HINT_CLASS_BACKGROUND && cctx && !cctx->protected &&
+	    scx_bpf_dsq_nr_queued(HINTED_DSQ_FG))
+		scx_bpf_task_set_slice(p, 0);
+}
+
+void BPF_STRUCT_OPS(hinted_stopping, struct task_struct *p, bool runnable)
+{
+	struct cpu_ctx *cctx = this_cpu_ctx();
+	struct task_ctx *tctx;
+	u64 now = scx_bpf_now(), ran;
+
+	tctx = task_ctx_of(p);
+	if (!tctx)
+		return;
+	ran = now > tctx->run_start ? now - tctx->run_start : 0;
+	tctx->vtime += scale_inv(ran, tctx->weight);
+	tctx->burst_ns += ran;
+	check_budget(tctx, stats_get(), tctx->burst_ns);
+
+	if (cctx) {
+		if (tctx->cls == SCX_HINT_CLASS_BACKGROUND)
+			cctx->bg_last = now;
+		cctx->cur_class = CLASS_NONE;
+		cctx->protected = 0;
+	}
+}
+
+void BPF_STRUCT_OPS(hinted_quiescent, struct task_struct *p, u64 deq_flags)
+{
+	struct task_ctx *tctx;
+
+	/* Going to sleep ends the burst, and with it any demotion. */
+	if (!(deq_flags & SCX_DEQ_SLEEP))
+		return;
+	tctx = task_ctx_of(p);
+	if (!tctx)
+		return;
+	tctx->burst_ns = 0;
+	tctx->demoted = 0;
+}
+
+void BPF_STRUCT_OPS(hinted_enable, struct task_struct *p)
+{
+	struct task_ctx *tctx = task_ctx_of(p);
+
+	if (tctx)
+		tctx->vtime = vtime_now;
+}
+
+s32 BPF_STRUCT_OPS(hinted_init_task, struct task_struct *p, struct scx_init_task_args *args)
+{
+	struct hinted_stats *s = stats_get();
+	struct task_ctx *tctx = NULL;
+	int i;
+
+	/* Creating task storage can fail under contention: retry a little. */
+	for (i = 0; i < 3 && !tctx; i++)
+		tctx = bpf_task_storage_get(&task_ctxs, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!tctx)
+		return -ENOMEM;
+
+	tctx->inh_class = CLASS_NONE;
+	tctx->counted_class = CLASS_NONE;
+	tctx->cls = SCX_HINT_CLASS_NORMAL;
+	tctx->weight = NICE_0_WEIGHT;
+
+	/*
+	 * A forked task starts with its parent's effective hints. Keys are not
+	 * resolved here: the new thread cannot have registered yet.
+	 */
+	if (args->fork && inherit_on_fork) {
+		struct task_struct *parent = bpf_get_current_task_btf();
+		struct task_ctx *ptctx = bpf_task_storage_get(&task_ctxs, parent, 0, 0);
+
+		if (ptctx && (ptctx->hint_class != CLASS_NONE || ptctx->have_hint_prio)) {
+			tctx->inh_class = ptctx->hint_class;
+			tctx->inh_prio = ptctx->hint_prio;
+			tctx->have_inh_prio = ptctx->have_hint_prio;
+			if (s)
+				s->inherited++;
+		}
+	}
+
+	tctx->in.policy = p->policy;
+	tctx->in.static_prio = p->static_prio;
+	tctx->in.valid = 1;
+	recompute(p, tctx, s);
+	return 0;
+}
+
+void BPF_STRUCT_OPS(hinted_exit_task, struct task_struct *p, struct scx_exit_task_args *args)
+{
+	struct hinted_stats *s = stats_get();
+	struct task_ctx *tctx = task_ctx_of(p);
+
+	if (!tctx)
+		return;
+	count_class(tctx, s, CLASS_NONE);
+	set_registered(tctx, s, false);
+}
+
+s32 BPF_STRUCT_OPS_SLEEPABLE(hinted_init)
+{
+	u32 zero = 0, i;
+	int ret;
+
+	nr_cpus = scx_bpf_nr_cpu_ids();
+	bpf_for(i, 0, nr_cpus) {
+		struct cpu_ctx *cctx = bpf_map_lookup_percpu_elem(&cpu_ctxs, &zero, i);
+
+		if (cctx)
+			cctx->cur_class = CLASS_NONE;
+	}
+	ret = scx_bpf_create_dsq(HINTED_DSQ_FG, -1);
+	if (ret)
+		return ret;
+	return scx_bpf_create_dsq(HINTED_DSQ_BG, -1);
+}
+
+void BPF_STRUCT_OPS(hinted_exit, struct scx_exit_info *ei)
+{
+	UEI_RECORD(uei, ei);
+}
+
+SCX_OPS_DEFINE(hinted_ops,
+	       .select_cpu		= (void *)hinted_select_cpu,
+	       .enqueue			= (void *)hinted_enqueue,
+	       .dispatch		= (void *)hinted_dispatch,
+	       .runnable		= (void *)hinted_runnable,
+	       .running			= (void *)hinted_running,
+	       .tick			= (void *)hinted_tick,
+	       .stopping		= (void *)hinted_stopping,
+	       .quiescent		= (void *)hinted_quiescent,
+	       .enable			= (void *)hinted_enable,
+	       .init_task		= (void *)hinted_init_task,
+	       .exit_task		= (void *)hinted_exit_task,
+	       .init			= (void *)hinted_init,
+	       .exit			= (void *)hinted_exit,
+	       .timeout_ms		= 20000,
+	       .name			= "hinted");
