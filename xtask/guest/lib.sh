@@ -52,3 +52,6 @@ guest_stage() {
             >"$GUEST_TMP/bin/$name" && chmod +x "$GUEST_TMP/bin/$name" || return
     done
 }
+
+# Also for bash scripts the job starts.
+export -f guest_progress guest_stage

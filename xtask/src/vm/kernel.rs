@@ -347,6 +347,38 @@ fn resolve_suite(suite: &str) -> Result<(String, String)> {
         .ok_or_else(|| anyhow!("no linux-image-<abi> in the Depends of linux-image-amd64/{suite}"))
 }
 
+/// When apt's lists of `suite` last changed (apt-get update replaces them).
+fn lists_stamp(suite: &str) -> Option<u128> {
+    let pattern = format!("_dists_{suite}_");
+    std::fs::read_dir("/var/lib/apt/lists")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(&pattern))
+        .filter_map(|e| e.metadata().ok()?.modified().ok())
+        .filter_map(|t| Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos()))
+        .max()
+}
+
+/// [`resolve_suite`], remembered until apt's lists of the suite change
+/// (`apt-cache show` takes seconds with sid's lists).
+fn resolve_suite_cached(suite: &str) -> Result<(String, String)> {
+    let memo = kernels_dir().join(format!(".resolved-{suite}"));
+    let stamp = lists_stamp(suite);
+    if let (Some(stamp), Ok(text)) = (stamp, std::fs::read_to_string(&memo)) {
+        let mut words = text.split_whitespace();
+        if let (Some(s), Some(abi), version) = (words.next(), words.next(), words.next()) {
+            if s == stamp.to_string() {
+                return Ok((abi.to_string(), version.unwrap_or_default().to_string()));
+            }
+        }
+    }
+    let (abi, version) = resolve_suite(suite)?;
+    if let Some(stamp) = stamp {
+        let _ = std::fs::write(&memo, format!("{stamp} {abi} {version}\n"));
+    }
+    Ok((abi, version))
+}
+
 fn finish(dir: &Path, abi: &str, origin: String) -> Result<Kernel> {
     let vmlinuz = find_vmlinuz(dir, abi)
         .ok_or_else(|| anyhow!("no vmlinuz for {abi} under {}", dir.display()))?;
@@ -401,9 +433,9 @@ fn from_suite(suite: &str) -> Result<Kernel> {
         );
     }
     let resolved = if util::is_root() {
-        setup::ensure_apt_lists().and_then(|()| resolve_suite(suite))
+        setup::ensure_apt_lists().and_then(|()| resolve_suite_cached(suite))
     } else {
-        resolve_suite(suite)
+        resolve_suite_cached(suite)
     };
     let (abi, version) = match resolved {
         Ok(r) => r,
