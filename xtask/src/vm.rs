@@ -25,8 +25,10 @@
 //!
 //! The host's root filesystem is visible read-only (9p), the workspace at
 //! the same path; the script runs as root with the workspace root as its
-//! cwd, stdin from /dev/null. Host environment variables do not reach the
-//! guest: put what the script needs into the script. The script sees:
+//! cwd (read-only: `stress-ng` needs `--temp-path "$GUEST_TMP"`), stdin
+//! from /dev/null. Other writes land in a throw-away overlay. Host
+//! environment variables do not reach the guest: put what the script needs
+//! into the script. The script sees:
 //!
 //! - `GUEST_OUT`: a directory shared with the host (9p, writable) for result
 //!   files; the host finds it as [`GuestOutcome::run_dir`]. Writing a line
@@ -46,7 +48,10 @@
 //! The script's stdout and stderr are collected in tmpfs and handed back as
 //! [`GuestOutcome::output`]; they are also shown live on the host (through
 //! the serial console, so a C program's fully buffered stdout arrives in
-//! chunks; kernel messages printed meanwhile go to the host's stderr).
+//! chunks; kernel messages printed meanwhile go to the host's stderr). When
+//! the guest kernel crashes, the last lines the script printed may be lost
+//! (they were still in the pipe); write markers to the kernel log with
+//! `guest_progress` where that matters: a panic flushes the kernel log.
 //!
 //! # Configuration
 //!
@@ -734,6 +739,10 @@ Examples:
   cargo xtask vm -- sh -c 'cat /sys/kernel/sched_ext/state; exit 3'
   cargo xtask vm --tcg multi --kernel 7.2.13+deb14-amd64 -- ./run-tests.sh
 
+In the guest, $GUEST_OUT is a directory shared with the host (kept with the \
+run) and $GUEST_TMP a tmpfs one; the shell functions guest_stage and \
+guest_progress are defined (see xtask/guest/lib.sh and xtask/src/vm.rs).
+
 Environment (the options win): SCX_HINTS_GUEST_KERNEL, SCX_HINTS_GUEST_SUITE, \
 SCX_HINTS_GUEST_TCG, SCX_HINTS_GUEST_STALL. Kernels, the virtme-ng venv and \
 the last runs (console.log, output) are kept in target/xtask/guest/.")]
@@ -741,8 +750,8 @@ pub struct VmArgs {
     /// Time limit for CMD in seconds (the boot, 10 to 20 s, comes on top).
     #[arg(long, default_value_t = 600, value_name = "SECS")]
     pub timeout: u64,
-    /// Fail if the guest prints nothing for this long [default: 120,
-    /// env SCX_HINTS_GUEST_STALL].
+    /// Fail if the guest prints nothing (console, $GUEST_OUT/progress) for
+    /// this long [default: 120, env SCX_HINTS_GUEST_STALL].
     #[arg(long, value_name = "SECS")]
     pub stall: Option<u64>,
     /// Guest kernel: a Debian kernel ABI (e.g. 7.3.4+deb13-amd64), or a path
@@ -754,10 +763,7 @@ pub struct VmArgs {
     /// SCX_HINTS_GUEST_SUITE; default: trixie-backports].
     #[arg(long, value_name = "SUITE", conflicts_with = "kernel")]
     pub suite: Option<String>,
-    /// qemu TCG threading: `single` (one host thread for all vCPUs; no guest
-    /// crashes seen) or `multi` (faster; the guest kernel sometimes oopses
-    /// while static keys are switched) [env SCX_HINTS_GUEST_TCG; default:
-    /// single].
+    /// qemu TCG threading [env SCX_HINTS_GUEST_TCG; default: single].
     #[arg(long, value_enum)]
     pub tcg: Option<Tcg>,
     /// Number of guest CPUs.
