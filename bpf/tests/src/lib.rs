@@ -1,6 +1,210 @@
-//! Host-kernel tests of task local data: the BPF reader object and helpers
-//! to run it in the calling thread's context.
+//! Host-kernel tests of task local data: the BPF reader object, loaded once
+//! per test process with its map pinned where `scx_hints` looks for it, and
+//! a way to run the reader in the calling thread's context.
+//!
+//! These tests need root (they load BPF programs) and Linux 6.18 (syscall
+//! programs that use task storage). Outside CI they skip loudly without
+//! root; in CI (`CI` set) they fail instead.
+
+use anyhow::{bail, Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::ProgramInput;
+use std::mem::MaybeUninit;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 
 pub mod reader {
     include!(concat!(env!("OUT_DIR"), "/tld_reader_skel.rs"));
+}
+
+use reader::types::tld_read_args;
+use reader::TldReaderSkel;
+
+/// The compiled BPF object, for the BTF test.
+pub const READER_OBJECT: &str = concat!(env!("OUT_DIR"), "/tld_reader.bpf.o");
+
+pub struct Fixture {
+    pub skel: TldReaderSkel<'static>,
+    pin_dir: PathBuf,
+}
+
+/// True when the tests may skip instead of failing: not in CI.
+fn may_skip() -> bool {
+    std::env::var_os("CI").is_none_or(|v| v.is_empty())
+}
+
+static FIXTURE: OnceLock<Option<Fixture>> = OnceLock::new();
+
+/// The process's fixture: the reader loaded and its map pinned at a private
+/// path that `SCX_HINTS_TLD_MAP` points to. None means "skip" (not root,
+/// outside CI; already reported loudly). Call before any hint access.
+pub fn fixture() -> Option<&'static Fixture> {
+    FIXTURE
+        .get_or_init(|| {
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } != 0 {
+                if may_skip() {
+                    eprintln!("!!! SKIPPED: TLD kernel tests need root (CI unset, so skipping)");
+                    return None;
+                }
+                panic!("TLD kernel tests need root; in CI they must not skip");
+            }
+            Some(Fixture::load().expect("loading the TLD reader on the host kernel"))
+        })
+        .as_ref()
+}
+
+impl Fixture {
+    fn load() -> Result<Fixture> {
+        let obj: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let open = reader::TldReaderSkelBuilder::default()
+            .open(obj)
+            .context("opening the reader object")?;
+        let skel = open.load().context("loading the reader (verifier)")?;
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/scx_hints_test-{}", std::process::id()));
+        let fixture = Fixture { skel, pin_dir };
+        fixture.pin()?;
+        Ok(fixture)
+    }
+
+    pub fn pin_path(&self) -> PathBuf {
+        self.pin_dir.join("tld")
+    }
+
+    /// Pins the map and points scx_hints at it.
+    pub fn pin(&self) -> Result<()> {
+        ensure_bpffs()?;
+        std::fs::create_dir_all(&self.pin_dir)
+            .with_context(|| format!("creating {}", self.pin_dir.display()))?;
+        let path = self.pin_path();
+        let _ = std::fs::remove_file(&path);
+        // SAFETY: only the test process uses this handle; pin takes &mut.
+        let map = &self.skel.maps.scx_hints_tld;
+        let mut handle = libbpf_rs::MapHandle::try_from(map)?;
+        handle.pin(&path).context("pinning the TLD map")?;
+        std::env::set_var(scx_hints::tld::abi::MAP_PIN_ENV, &path);
+        Ok(())
+    }
+
+    /// Runs the reader for `name` in the calling thread.
+    pub fn read(&self, name: &str, size: u16, slot: u32) -> ReadOut {
+        let mut args = tld_read_args {
+            size,
+            slot,
+            ..Default::default()
+        };
+        assert!(name.len() < args.name.len());
+        for (d, s) in args.name.iter_mut().zip(name.bytes()) {
+            *d = s as _;
+        }
+        // Syscall programs write their results back into ctx_in.
+        // SAFETY: tld_read_args is plain data generated from the object's BTF.
+        let bytes = unsafe { as_bytes_mut(&mut args) };
+        let mut input = ProgramInput::default();
+        input.context_in = Some(bytes);
+        let r = self
+            .skel
+            .progs
+            .tld_read
+            .test_run(input)
+            .expect("running tld_read");
+        assert_eq!(r.return_value, 0, "tld_read could not get a key cache");
+        ReadOut {
+            init_err: args.init_err,
+            cached: args.cached,
+            value: (args.found != 0).then_some(args.value),
+        }
+    }
+
+    /// Drops the calling thread's BPF key cache.
+    pub fn forget(&self) {
+        let input = ProgramInput::default();
+        self.skel
+            .progs
+            .tld_forget
+            .test_run(input)
+            .expect("running tld_forget");
+    }
+
+    /// The library's bad-data counters.
+    pub fn stats(&self) -> (u64, u64, u64) {
+        let bss = self.skel.maps.bss_data.as_ref().expect(".bss is mmapped");
+        let s = &bss.tld_stats;
+        (s.bad_magic, s.bad_meta, s.bad_offset)
+    }
+
+    /// Removes the pin (the map lives on while the skeleton holds it).
+    pub fn unpin(&self) {
+        let _ = std::fs::remove_file(self.pin_path());
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.unpin();
+        let _ = std::fs::remove_dir(&self.pin_dir);
+    }
+}
+
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+/// Mounts bpffs at /sys/fs/bpf unless it is there (as systemd would).
+pub fn ensure_bpffs() -> Result<()> {
+    let path = c"/sys/fs/bpf";
+    // SAFETY: statfs writes into a zeroed struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out-pointer.
+    if unsafe { libc::statfs(path.as_ptr(), &mut st) } == 0 && st.f_type == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    // SAFETY: mounting a bpffs instance with constant arguments.
+    let r = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            path.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        bail!(
+            "cannot mount bpffs at /sys/fs/bpf: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// What the reader saw for one key in one thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadOut {
+    /// 0, or -ENOENT (thread not registered), or -EINVAL (bad data).
+    pub init_err: i32,
+    /// The key cache slot after the read: > 0 offset, <= 0 entries searched.
+    pub cached: i32,
+    pub value: Option<u64>,
+}
+
+unsafe fn as_bytes_mut<T>(v: &mut T) -> &mut [u8] {
+    // SAFETY: the caller guarantees T is plain data.
+    unsafe { std::slice::from_raw_parts_mut(v as *mut T as *mut u8, std::mem::size_of::<T>()) }
+}
+
+/// Removes pins left by test processes that died (their pid is gone).
+pub fn clean_stale_pins() {
+    let Ok(dir) = std::fs::read_dir("/sys/fs/bpf") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("scx_hints_test-") else {
+            continue;
+        };
+        if !std::path::Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_file(e.path().join("tld"));
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
 }

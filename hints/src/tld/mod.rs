@@ -316,6 +316,11 @@ pub mod testing {
     pub use super::map::epoch;
     pub use super::thread::block_address;
 
+    /// The number of keys the process has created.
+    pub fn key_count() -> usize {
+        super::meta::existing_page().map_or(0, |m| super::meta::state(m).cnt as usize)
+    }
+
     /// The metadata page's address, if it exists.
     pub fn meta_address() -> Option<usize> {
         super::meta::existing_page().map(|p| p as *const _ as usize)
