@@ -55,6 +55,13 @@ pub fn fixture() -> Option<&'static Fixture> {
 }
 
 impl Fixture {
+    /// Loads another instance of the reader, with a map of its own, pinned
+    /// at the same path: what a scheduler that recreates its map does.
+    pub fn replacement(&self) -> Result<Fixture> {
+        let f = Fixture::load()?;
+        Ok(f)
+    }
+
     fn load() -> Result<Fixture> {
         let obj: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
             Box::leak(Box::new(MaybeUninit::uninit()));

@@ -314,7 +314,7 @@ pub fn map_pin_path() -> String {
 #[doc(hidden)]
 pub mod testing {
     pub use super::map::epoch;
-    pub use super::thread::block_address;
+    pub use super::thread::{block_address, release as release_thread};
 
     /// The number of keys the process has created.
     pub fn key_count() -> usize {

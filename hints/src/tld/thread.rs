@@ -120,8 +120,11 @@ impl ThreadBlock {
     }
 }
 
-impl Drop for ThreadBlock {
-    fn drop(&mut self) {
+impl ThreadBlock {
+    /// Deletes the map entry, then frees the block; the next access starts
+    /// over. If the entry cannot be deleted, the block is kept: the kernel
+    /// may still read it, so it must never be reused.
+    fn release(&self) {
         let base = self.base.get();
         if base.is_null() {
             return;
@@ -133,17 +136,31 @@ impl Drop for ThreadBlock {
                 r.is_ok() || r.is_err_and(|e| e.raw_os_error() == Some(libc::ENOENT))
             });
             if deleted == Some(false) {
-                // The kernel may still read this block: never hand it back.
                 log::debug!(
-                    "scx_hints: thread {} exit: entry not deleted, block kept",
+                    "scx_hints: thread {}: entry not deleted, block kept",
                     sys::gettid()
                 );
+                self.base.set(ptr::null_mut());
                 return;
             }
         }
         // SAFETY: allocated by posix_memalign in allocate(), no longer registered.
         unsafe { libc::free(base as *mut libc::c_void) };
+        self.base.set(ptr::null_mut());
+        self.epoch.set(0);
+        self.state.set(Registration::None);
     }
+}
+
+impl Drop for ThreadBlock {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Unregisters and frees this thread's block now (what thread exit does).
+pub fn release() {
+    let _ = BLOCK.try_with(|b| b.release());
 }
 
 /// Runs `f` with a pointer to this thread's `size` bytes at `offset`; does
