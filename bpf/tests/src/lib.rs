@@ -95,6 +95,8 @@ impl Fixture {
     }
 
     /// Runs the reader for `name` in the calling thread.
+    // ProgramInput is non-exhaustive: it cannot be built with a literal.
+    #[allow(clippy::field_reassign_with_default)]
     pub fn read(&self, name: &str, size: u16, slot: u32) -> ReadOut {
         let mut args = tld_read_args {
             size,
