@@ -15,7 +15,7 @@ fn every_thread_reads_back_its_own_value() {
         for t in 0..THREADS {
             let written = &written;
             s.spawn(move || {
-                let mine = 0xc0ffee_0000 + t * 0x101;
+                let mine = 0x00c0_ffee_0000 + t * 0x101;
                 key.set(mine);
                 // Every thread has written before any reads: a shared block
                 // would show another thread's value here.
