@@ -1,5 +1,6 @@
 //! `cargo xtask <command>`: the developer commands of scx-hints.
 
+mod bench;
 mod setup;
 mod test;
 mod util;
@@ -28,6 +29,8 @@ enum Cmd {
     /// Run every test: formatting, clippy, unit tests, BPF tests on the host
     /// kernel, scheduler tests in the guest. Ends with `N passed, M failed`.
     Test(test::TestArgs),
+    /// Run benchmarks and print their results as ratios.
+    Bench(bench::BenchArgs),
     /// Install the host packages the build and tests need.
     Setup,
     /// Boot the sched_ext guest kernel under qemu and run a command in it.
@@ -39,6 +42,7 @@ fn main() {
     let result: Result<i32> = match cli.cmd {
         Cmd::Demo => demo(),
         Cmd::Test(args) => test::run(args),
+        Cmd::Bench(args) => bench::run(args),
         Cmd::Setup => setup::host().map(|()| 0),
         Cmd::Vm(args) => vm::cmd(args),
     };
