@@ -823,4 +823,40 @@ mod tests {
         assert_eq!(shell_quote("cat /x; exit 3"), "'cat /x; exit 3'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
     }
+
+    /// Boots the guest twice through the public API (root, about 30 s):
+    /// `cargo test -p xtask -- --ignored guest_api`.
+    #[test]
+    #[ignore]
+    fn guest_api_round_trip() {
+        let guest = prepare().unwrap();
+        let out = guest
+            .run(&GuestJob::new(
+                "api: state",
+                "cat /sys/kernel/sched_ext/state; echo err >&2; exit 3",
+                Duration::from_secs(60),
+            ))
+            .unwrap();
+        assert_eq!(out.exit_code, 3);
+        assert_eq!(out.output, "disabled\nerr\n");
+        assert_eq!(out.kernel, guest.kernel());
+        let out = guest
+            .run(&GuestJob::new(
+                "api: files",
+                "uname -r > \"$GUEST_OUT/release\"; test -d \"$GUEST_TMP\"",
+                Duration::from_secs(60),
+            ))
+            .unwrap();
+        assert_eq!(out.exit_code, 0);
+        let release = std::fs::read_to_string(out.run_dir.join("release")).unwrap();
+        assert_eq!(release.trim(), guest.kernel());
+        let err = guest
+            .run(&GuestJob::new(
+                "api: timeout",
+                "sleep 30",
+                Duration::from_secs(2),
+            ))
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("timed out"), "{err:#}");
+    }
 }
