@@ -49,7 +49,12 @@ pub fn fixture() -> Option<&'static Fixture> {
                 }
                 panic!("TLD kernel tests need root; in CI they must not skip");
             }
-            Some(Fixture::load().expect("loading the TLD reader on the host kernel"))
+            clean_stale_pins();
+            let fixture = Fixture::load().expect("loading the TLD reader on the host kernel");
+            // Statics are never dropped: remove the pin when the process exits.
+            // SAFETY: registers a plain extern "C" function.
+            unsafe { libc::atexit(remove_own_pin) };
+            Some(fixture)
         })
         .as_ref()
 }
@@ -199,6 +204,12 @@ pub struct ReadOut {
 unsafe fn as_bytes_mut<T>(v: &mut T) -> &mut [u8] {
     // SAFETY: the caller guarantees T is plain data.
     unsafe { std::slice::from_raw_parts_mut(v as *mut T as *mut u8, std::mem::size_of::<T>()) }
+}
+
+extern "C" fn remove_own_pin() {
+    let dir = PathBuf::from(format!("/sys/fs/bpf/scx_hints_test-{}", std::process::id()));
+    let _ = std::fs::remove_file(dir.join("tld"));
+    let _ = std::fs::remove_dir(dir);
 }
 
 /// Removes pins left by test processes that died (their pid is gone).

@@ -6,7 +6,6 @@ use tld_kernel_tests::fixture;
 #[test]
 fn bpf_finds_every_key_and_nothing_else() {
     let Some(fx) = fixture() else { return };
-    tld_kernel_tests::clean_stale_pins();
 
     // Invalid creations, with upstream's error codes.
     assert_eq!(
