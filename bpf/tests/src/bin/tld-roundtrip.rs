@@ -20,8 +20,8 @@ fn main() {
     ];
     println!("pinned TLD map: {}", fx.pin_path().display());
     println!(
-        "{:<8} {:>7}  {:<12} {:>8}   {:<12} {:>8}  {}",
-        "thread", "tid", "set class", "set prio", "BPF class", "BPF prio", "agree"
+        "{:<8} {:>7}  {:<12} {:>8}   {:<12} {:>8}  agree",
+        "thread", "tid", "set class", "set prio", "BPF class", "BPF prio"
     );
     let all_set = Barrier::new(plan.len());
     let mismatches: usize = std::thread::scope(|s| {
@@ -38,6 +38,7 @@ fn main() {
                     let seen_class = c.value.map(|v| LatencyClass::from_raw(v as u32 as i32));
                     let seen_prio = p.value.map(|v| v as u32 as i32);
                     let agree = seen_class == Some(class) && seen_prio == Some(prio);
+                    // SAFETY: gettid has no preconditions.
                     let tid = unsafe { libc::gettid() };
                     println!(
                         "{:<8} {:>7}  {:<12} {:>8}   {:<12} {:>8}  {}",
