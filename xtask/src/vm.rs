@@ -365,7 +365,7 @@ struct Watch<'a> {
     tail: VecDeque<String>,
     start: Option<Instant>,
     exit: Option<(i32, Instant)>,
-    crash: Option<(&'static str, Instant)>,
+    crash: Option<(&'static str, Instant, String)>,
     crash_excerpt: Vec<String>,
     job_console: String,
 }
@@ -375,7 +375,8 @@ impl Watch<'_> {
         let _ = writeln!(self.log, "{line}");
         if let Some(kind) = console::crash_kind(&line) {
             if self.crash.is_none() {
-                self.crash = Some((kind, Instant::now()));
+                let text = console::printk_text(&line).unwrap_or(&line).to_string();
+                self.crash = Some((kind, Instant::now(), text));
                 self.crash_excerpt = self.tail.iter().rev().take(10).rev().cloned().collect();
             }
         }
@@ -592,7 +593,7 @@ impl Guest {
             if let Some(sig) = proc::pending() {
                 break End::Signal(sig);
             }
-            if let Some((_, at)) = w.crash {
+            if let Some((_, at, _)) = w.crash {
                 if now >= at + CRASH_GRACE || eof {
                     break End::Crash;
                 }
@@ -655,9 +656,9 @@ impl Guest {
                 bail!("interrupted by signal {sig}; guest `{label}` stopped");
             }
             End::Crash | End::Exited if w.crash.is_some() => {
-                let (kind, _) = w.crash.expect("checked");
+                let (kind, _, text) = w.crash.as_ref().expect("checked");
                 bail!(
-                    "guest kernel crash ({kind}) during `{label}` ({where_})\n\
+                    "guest kernel crash ({kind}: {text}) during `{label}` ({where_})\n\
                      --- console excerpt ---\n{}\n--- end of excerpt ---",
                     w.crash_excerpt.join("\n")
                 );
