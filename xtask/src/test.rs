@@ -124,12 +124,12 @@ pub fn run(args: TestArgs) -> Result<i32> {
     );
     tally.cargo_test(
         "unit tests",
-        util::cargo().args(["test", "--workspace", "--exclude", "tld_kernel_tests"]),
+        util::cargo().args(["test", "--no-fail-fast", "--workspace", "--exclude", "tld_kernel_tests"]),
     );
     if util::is_root() {
         tally.cargo_test(
             "TLD tests on the host kernel",
-            util::cargo().args(["test", "-p", "tld_kernel_tests"]),
+            util::cargo().args(["test", "--no-fail-fast", "-p", "tld_kernel_tests"]),
         );
     } else if util::is_ci() {
         tally.check(

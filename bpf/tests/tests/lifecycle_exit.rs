@@ -23,7 +23,7 @@ impl Drop for ReadAtExit {
 #[test]
 fn thread_exit_deletes_the_entry() {
     let Some(fx) = fixture() else { return };
-    let key = tld::create_key::<u64>("exit.value").unwrap();
+    let key = tld::get_or_create_key::<u64>("exit.value").unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         thread_local! {
