@@ -321,7 +321,14 @@ pub fn shell_quote(s: &str) -> String {
     }
 }
 
-/// A fresh directory under target/xtask/guest/runs; old ones are pruned.
+/// The pid in a run directory's name (`<ms>-<pid>-<label>`).
+fn run_dir_pid(name: &str) -> Option<u32> {
+    name.split('-').nth(1)?.parse().ok()
+}
+
+/// A fresh directory under target/xtask/guest/runs. The oldest ones are
+/// pruned, except those of xtask processes still alive (a long run of
+/// another xtask must keep its directory).
 fn new_run_dir(label: &str) -> Result<PathBuf> {
     let runs = guest_dir().join("runs");
     std::fs::create_dir_all(&runs)?;
@@ -329,8 +336,12 @@ fn new_run_dir(label: &str) -> Result<PathBuf> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     old.sort();
-    if old.len() >= KEEP_RUNS {
-        for d in &old[..old.len() + 1 - KEEP_RUNS] {
+    let excess = (old.len() + 1).saturating_sub(KEEP_RUNS);
+    for d in old.iter().take(excess) {
+        let name = d.file_name().unwrap_or_default().to_string_lossy();
+        let alive =
+            run_dir_pid(&name).is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
             let _ = std::fs::remove_dir_all(d);
         }
     }
@@ -487,6 +498,13 @@ impl Guest {
 
     pub fn config(&self) -> &GuestConfig {
         &self.cfg
+    }
+
+    /// Changes how later runs boot and report: `tcg`, `cpus`, `memory`,
+    /// `stall`, `stream` and `verbose` take effect; `kernel` does not (it
+    /// was chosen by [`prepare`]).
+    pub fn config_mut(&mut self) -> &mut GuestConfig {
+        &mut self.cfg
     }
 
     /// Boots the guest, runs `job.script` in it and powers it off. See the
@@ -823,6 +841,12 @@ mod tests {
         assert_eq!(shell_quote(""), "''");
         assert_eq!(shell_quote("cat /x; exit 3"), "'cat /x; exit 3'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn run_dir_names() {
+        assert_eq!(run_dir_pid("1795621136176-12372-uname--r"), Some(12372));
+        assert_eq!(run_dir_pid("garbage"), None);
     }
 
     /// Boots the guest twice through the public API (root, about 30 s):
