@@ -17,7 +17,9 @@
  *   wait in a shared queue ordered by virtual deadline = vruntime + the class
  *   slice scaled by weight. A waking task's vruntime is raised to no less
  *   than the current virtual time minus the class's wakeup credit ("lag"), so
- *   sleeping earns a bounded head start, never an unbounded one.
+ *   sleeping earns a bounded head start, never an unbounded one; and it is
+ *   lowered to at most one request ahead, so time charged while a task's CPU
+ *   was stolen (a stalled vCPU) is not held against it for long.
  *
  * - Latency classes. critical and interactive get short slices, small
  *   requests (early deadlines) and a large wakeup credit; they take an idle
@@ -165,7 +167,9 @@ struct cpu_ctx {
 	s32 cur_class;			/* class of the running task, CLASS_NONE if none */
 	u8 protected;			/* running a background guard slice */
 	u8 guard_pending;		/* the next task started is a guard pick */
-	u64 cur_vtime;			/* vruntime of the running task */
+	u32 cur_weight;			/* weight of the running task */
+	u64 cur_vtime;			/* vruntime of the running task when it started */
+	u64 cur_start;			/* when it started */
 	u64 bg_last;			/* when background last ran here */
 };
 
@@ -473,17 +477,24 @@ static __always_inline void refresh_hints(struct task_struct *p, struct task_ctx
 /* ---- Virtual time ----------------------------------------------------- */
 
 /*
- * Raise a lagging vruntime to the class's wakeup credit below the current
- * virtual time and return the task's virtual deadline.
+ * Keep a task's vruntime within bounds of the current virtual time and
+ * return its virtual deadline (vruntime + request). A lagging vruntime is
+ * raised to the class's wakeup credit below vtime_now. On a wakeup, a
+ * vruntime ahead of vtime_now by more than one request is pulled back: a
+ * task that sleeps carries at most that much debt, so time charged while its
+ * CPU was stolen (a preempted vCPU, say) cannot starve it later.
  */
-static __always_inline u64 task_deadline(struct task_ctx *tctx, s32 cls)
+static __always_inline u64 task_deadline(struct task_ctx *tctx, s32 cls, bool wakeup)
 {
-	u64 lag = scale_inv(class_lag(cls), tctx->weight), floor;
+	u64 lag = scale_inv(class_lag(cls), tctx->weight);
+	u64 req = scale_inv(class_slice(cls), tctx->weight);
+	u64 floor = vtime_now > lag ? vtime_now - lag : 0;
 
-	floor = vtime_now > lag ? vtime_now - lag : 0;
 	if (time_before(tctx->vtime, floor))
 		tctx->vtime = floor;
-	return tctx->vtime + scale_inv(class_slice(cls), tctx->weight);
+	else if (wakeup && time_after(tctx->vtime, vtime_now + req))
+		tctx->vtime = vtime_now + req;
+	return tctx->vtime + req;
 }
 
 static __always_inline bool is_pcpu_kthread(const struct task_struct *p)
@@ -526,6 +537,7 @@ static s32 find_victim(struct task_struct *p, struct task_ctx *tctx, s32 cls)
 	s32 rank = class_rank(cls), best = -1, best_rank = rank;
 	s32 prev = scx_bpf_task_cpu(p);
 	u32 zero = 0, i, n = nr_cpus;
+	u64 now = scx_bpf_now();
 
 	if (n > MAX_CPUS)
 		n = MAX_CPUS;
@@ -545,8 +557,16 @@ static s32 find_victim(struct task_struct *p, struct task_ctx *tctx, s32 cls)
 		vr = class_rank(READ_ONCE(cctx->cur_class));
 		if (vr >= best_rank)
 			continue;
-		if (vr > 0 && !time_before(tctx->vtime, READ_ONCE(cctx->cur_vtime)))
-			continue;
+		/* Except for background, the victim must be ahead in virtual time. */
+		if (vr > 0) {
+			u64 start = READ_ONCE(cctx->cur_start);
+			u64 vnow = READ_ONCE(cctx->cur_vtime) +
+				   scale_inv(now > start ? now - start : 0,
+					     READ_ONCE(cctx->cur_weight));
+
+			if (!time_before(tctx->vtime, vnow))
+				continue;
+		}
 		best = cpu;
 		best_rank = vr;
 		if (!vr)
@@ -612,7 +632,7 @@ void BPF_STRUCT_OPS(hinted_enqueue, struct task_struct *p, u64 enq_flags)
 		return;
 	}
 
-	dl = task_deadline(tctx, cls);
+	dl = task_deadline(tctx, cls, enq_flags & SCX_ENQ_WAKEUP);
 
 	/* An idle CPU first, when ops.select_cpu() did not already look. */
 	if (!__COMPAT_is_enq_cpu_selected(enq_flags) && p->nr_cpus_allowed > 1) {
@@ -756,6 +776,8 @@ void BPF_STRUCT_OPS(hinted_running, struct task_struct *p)
 	if (cctx) {
 		cctx->cur_class = cls;
 		cctx->cur_vtime = tctx->vtime;
+		cctx->cur_weight = tctx->weight;
+		cctx->cur_start = now;
 		cctx->protected = cls == SCX_HINT_CLASS_BACKGROUND && cctx->guard_pending;
 		cctx->guard_pending = 0;
 	}
@@ -848,13 +870,16 @@ s32 BPF_STRUCT_OPS(hinted_init_task, struct task_struct *p, struct scx_init_task
 	tctx->weight = NICE_0_WEIGHT;
 
 	/*
-	 * A forked task starts with its parent's effective hints. Keys are not
-	 * resolved here: the new thread cannot have registered yet.
+	 * A forked task starts with its parent's effective hints, read afresh
+	 * from the parent's TLD. The child's own keys are not resolved here:
+	 * the new thread cannot have registered yet.
 	 */
 	if (args->fork && inherit_on_fork) {
 		struct task_struct *parent = bpf_get_current_task_btf();
 		struct task_ctx *ptctx = bpf_task_storage_get(&task_ctxs, parent, 0, 0);
 
+		if (ptctx)
+			refresh_hints(parent, ptctx, s);
 		if (ptctx && (ptctx->hint_class != CLASS_NONE || ptctx->have_hint_prio)) {
 			tctx->inh_class = ptctx->hint_class;
 			tctx->inh_prio = ptctx->hint_prio;

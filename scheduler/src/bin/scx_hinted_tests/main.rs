@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: GPL-2.0-only OR MIT
+//! scx_hinted_tests: the guest tests of scx_hinted (issue 3, item 5).
+//!
+//! Run inside a sched_ext guest, as root, with no other sched_ext scheduler
+//! attached:
+//!
+//! ```text
+//! scx_hinted_tests [--scheduler PATH] [--stress-secs N] [TEST...]
+//! ```
+//!
+//! Each test starts its own scx_hinted. One line per test, `PASS name: ...`
+//! or `FAIL name: ...`, then `N passed, M failed`. Exit status 0 when all
+//! passed, 1 when any failed, 2 when the tests could not run at all.
+//!
+//! Tests that detach a scheduler under load (restart, kill9) must not touch
+//! the 9p root meanwhile: stage this program, scx_hinted and stress-ng in
+//! tmpfs first (xtask's `guest_stage`) and put their directory first in PATH.
+
+mod harness;
+mod tests;
+mod workers;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Parser;
+
+/// The guest tests of scx_hinted.
+#[derive(Parser)]
+struct Args {
+    /// The scheduler binary [default: scx_hinted on PATH].
+    #[arg(long, env = "SCX_HINTED_BIN")]
+    scheduler: Option<PathBuf>,
+
+    /// Length of the stress test, in seconds.
+    #[arg(long, default_value_t = 30)]
+    stress_secs: u64,
+
+    /// A tmpfs directory for logs [default: $GUEST_TMP, else /dev/shm].
+    #[arg(long)]
+    tmp: Option<PathBuf>,
+
+    /// List the tests and exit.
+    #[arg(long)]
+    list: bool,
+
+    /// Internal: the garbage-writing child of the bad_data test.
+    #[arg(long, hide = true)]
+    garbage_child: Option<u64>,
+
+    /// Internal: a child that spins for this many seconds, touching no hint.
+    #[arg(long, hide = true)]
+    spin: Option<u64>,
+
+    /// Tests to run [default: all].
+    tests: Vec<String>,
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Some(secs) = args.garbage_child {
+        std::process::exit(tests::garbage_child(secs));
+    }
+    if let Some(secs) = args.spin {
+        let end = Instant::now() + std::time::Duration::from_secs(secs);
+        while Instant::now() < end {
+            std::hint::spin_loop();
+        }
+        return;
+    }
+    if args.list {
+        for (name, _) in tests::TESTS {
+            println!("{name}");
+        }
+        return;
+    }
+
+    let fatal = |msg: String| -> ! {
+        eprintln!("scx_hinted_tests: {msg}");
+        println!("0 passed, 1 failed");
+        std::process::exit(2);
+    };
+    // SAFETY: geteuid() has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        fatal("must run as root".into());
+    }
+    if !std::path::Path::new("/sys/kernel/sched_ext/state").exists() {
+        fatal("this kernel has no sched_ext".into());
+    }
+    let Some(sched_bin) = args.scheduler.or_else(|| find_on_path("scx_hinted")) else {
+        fatal("scx_hinted not found: pass --scheduler or put it on PATH".into());
+    };
+    // A staged program's /proc/self/exe is the ELF loader; argv[0] is the
+    // wrapper that starts it again.
+    let self_exe = std::env::args()
+        .next()
+        .filter(|a| a.contains('/'))
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_exe().ok())
+        .unwrap_or_default();
+    let tmp = args
+        .tmp
+        .or_else(|| std::env::var_os("GUEST_TMP").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/dev/shm"));
+    let env = harness::Env {
+        sched_bin,
+        tmp,
+        pin: PathBuf::from(scx_hints::tld::map_pin_path()),
+        stress_secs: args.stress_secs,
+        self_exe,
+    };
+
+    let selected: Vec<_> = tests::TESTS
+        .iter()
+        .filter(|(name, _)| args.tests.is_empty() || args.tests.iter().any(|t| t == name))
+        .collect();
+    if selected.is_empty() {
+        fatal(format!("no test named {:?}", args.tests));
+    }
+    let (mut passed, mut failed) = (0, 0);
+    for (name, test) in selected {
+        println!("RUN  {name}");
+        let start = Instant::now();
+        match test(&env) {
+            Ok(detail) => {
+                passed += 1;
+                println!(
+                    "PASS {name} ({:.1} s): {detail}",
+                    start.elapsed().as_secs_f64()
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                println!(
+                    "FAIL {name} ({:.1} s): {e:#}",
+                    start.elapsed().as_secs_f64()
+                );
+                // Leave no scheduler behind for the next test.
+                let _ = harness::wait_state("disabled", std::time::Duration::from_secs(10));
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    std::process::exit(if failed == 0 { 0 } else { 1 });
+}
