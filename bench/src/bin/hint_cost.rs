@@ -47,6 +47,12 @@ fn run() -> Result<()> {
             _ => bail!("unknown argument {a:?}\n{USAGE}"),
         }
     }
+    if let Some(c) = cpu {
+        let n = scx_hints_bench::env::cpus();
+        if c >= n {
+            bail!("--cpu {c}: this machine has CPUs 0 to {}", n - 1);
+        }
+    }
     let opts = if quick {
         Options::quick(cpu)
     } else {
