@@ -124,7 +124,13 @@ pub fn run(args: TestArgs) -> Result<i32> {
     );
     tally.cargo_test(
         "unit tests",
-        util::cargo().args(["test", "--no-fail-fast", "--workspace", "--exclude", "tld_kernel_tests"]),
+        util::cargo().args([
+            "test",
+            "--no-fail-fast",
+            "--workspace",
+            "--exclude",
+            "tld_kernel_tests",
+        ]),
     );
     if util::is_root() {
         tally.cargo_test(
