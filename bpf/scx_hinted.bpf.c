@@ -24,12 +24,13 @@
  * - Latency classes. critical and interactive get short slices, small
  *   requests (early deadlines) and a large wakeup credit; they take an idle
  *   CPU first and, when none is idle, preempt a CPU running a lower class if
- *   they are behind that task in virtual time. normal preempts only
- *   background. batch gets long slices, no wakeup credit, never preempts.
- *   background waits in its own queue that a CPU serves only when no other
- *   work is queued, except that each CPU serves it at least once every
- *   bg_period_ns (a guaranteed minimum share; that slice is not preempted),
- *   so it never starves and the watchdog never fires.
+ *   they are behind that task in virtual time (background is preempted
+ *   regardless). normal preempts batch and background. batch gets long
+ *   slices, no wakeup credit, never preempts. background waits in its own
+ *   queue that a CPU serves only when no other work is queued, except that
+ *   each CPU serves it at least once every bg_period_ns (a guaranteed
+ *   minimum share; that slice is not preempted), so it never starves and the
+ *   watchdog never fires.
  *
  * - Abuse budget. A critical or interactive thread that runs longer than its
  *   class budget without sleeping is scheduled as normal for the rest of that
@@ -593,6 +594,8 @@ s32 BPF_STRUCT_OPS(hinted_select_cpu, struct task_struct *p, s32 prev_cpu, u64 w
 
 	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
 	if (is_idle) {
+		/* Bound the vruntime as on any wakeup: others compare with it. */
+		task_deadline(tctx, cls, true);
 		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, class_slice(cls), 0);
 		if ((cs = class_stats(s, cls))) {
 			cs->enqueues++;
@@ -676,13 +679,13 @@ void BPF_STRUCT_OPS(hinted_dispatch, s32 cpu, struct task_struct *prev)
 		return;
 
 	/*
-	 * Background's minimum share: serve it if this CPU has not run it for
-	 * a whole period while it waited. (ops.stopping() of prev comes after
-	 * this, so a CPU still running background now is not due.)
+	 * Background's minimum share: if this CPU has not run background for
+	 * a whole period while it waited, serve it first, with a slice that
+	 * wakeups do not preempt. (ops.stopping() of prev comes after this, so
+	 * a CPU still running background now is not due.)
 	 */
 	if (cctx->cur_class != SCX_HINT_CLASS_BACKGROUND &&
-	    scx_bpf_dsq_nr_queued(HINTED_DSQ_BG) && scx_bpf_dsq_nr_queued(HINTED_DSQ_FG) &&
-	    now - cctx->bg_last >= bg_period_ns) {
+	    scx_bpf_dsq_nr_queued(HINTED_DSQ_BG) && now - cctx->bg_last >= bg_period_ns) {
 		if (scx_bpf_dsq_move_to_local(HINTED_DSQ_BG, 0)) {
 			cctx->guard_pending = 1;
 			if (s)

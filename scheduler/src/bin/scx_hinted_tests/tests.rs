@@ -78,6 +78,9 @@ fn attach_stress(env: &Env) -> Result<String> {
         }
     }
 
+    // Workers 3 and 4 are the background hogs.
+    let bg_cpu = |w: &[Worker]| w[3].cpu_ns() + w[4].cpu_ns();
+    let (bg0, t0) = (bg_cpu(&workers), mono_ns());
     let start = Instant::now();
     let mut last = 0;
     while start.elapsed() < Duration::from_secs(secs) {
@@ -91,6 +94,8 @@ fn attach_stress(env: &Env) -> Result<String> {
         last = iters;
     }
     let s = stats()?;
+    let bg_share = (bg_cpu(&workers) - bg0) as f64 / (mono_ns() - t0) as f64;
+    let bg_progress = (workers[3].iters(), workers[4].iters());
     let missed = workers[0].missed();
     let frames = workers[0].iters();
     let frame = workers.remove(0).stop();
@@ -107,11 +112,20 @@ fn attach_stress(env: &Env) -> Result<String> {
         );
     }
     ensure!(s.get("registered") >= 6.0, "registered: {}", s.summary());
+    // Background's guarantee: 5% of every CPU for the class while it waits.
+    let bg_min = 0.05 * nr_cpus() as f64;
+    ensure!(
+        bg_progress.0 > 0 && bg_progress.1 > 0 && bg_share >= 0.5 * bg_min,
+        "background got {:.1}% of a CPU (guaranteed {:.0}%), progress {bg_progress:?}",
+        bg_share * 100.0,
+        bg_min * 100.0
+    );
     ensure!(s.errors() == 0.0, "errors counted: {}", s.summary());
     sched.stop()?;
     Ok(format!(
         "{ops} attached, {secs} s under {}: frame thread (interactive) wake-up p50/p99 \
-         {:.0}/{:.0} us, {missed} of {frames} frames missed; clean detach",
+         {:.0}/{:.0} us, {missed} of {frames} frames missed; background {:.1}% of a CPU \
+         ({} guard picks); clean detach",
         if stress.is_some() {
             "stress-ng"
         } else {
@@ -119,6 +133,8 @@ fn attach_stress(env: &Env) -> Result<String> {
         },
         frame.percentile_us(50.0),
         frame.percentile_us(99.0),
+        bg_share * 100.0,
+        s.get("bg_guard_picks"),
     ))
 }
 
