@@ -48,6 +48,10 @@ struct Args {
     #[arg(long, hide = true)]
     garbage_child: Option<u64>,
 
+    /// Internal: a child that becomes UID:GID and tries to register a hint.
+    #[arg(long, hide = true)]
+    register_as: Option<String>,
+
     /// Internal: a child that spins for this many seconds, touching no hint.
     #[arg(long, hide = true)]
     spin: Option<u64>,
@@ -68,6 +72,9 @@ fn main() {
     let args = Args::parse();
     if let Some(secs) = args.garbage_child {
         std::process::exit(tests::garbage_child(secs));
+    }
+    if let Some(spec) = args.register_as {
+        std::process::exit(tests::register_as(&spec));
     }
     if let Some(secs) = args.spin {
         let end = Instant::now() + std::time::Duration::from_secs(secs);
