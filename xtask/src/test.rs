@@ -149,6 +149,8 @@ pub fn run(args: TestArgs) -> Result<i32> {
     }
     if args.no_guest {
         loud("SKIPPED: scheduler tests in the sched_ext guest (--no-guest)");
+    } else {
+        guest_tests(&mut tally);
     }
 
     if !tally.failures.is_empty() {
@@ -161,9 +163,104 @@ pub fn run(args: TestArgs) -> Result<i32> {
     Ok(if tally.failed == 0 { 0 } else { 1 })
 }
 
+/// The release binaries the guest runs (built on the host: the guest sees
+/// the workspace read-only).
+pub fn build_scheduler() -> Result<std::path::PathBuf> {
+    step("building scx_hinted and its guest tests (release)");
+    util::run(util::cargo().args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "scx_hinted",
+        "--bins",
+    ]))?;
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| util::root().join("target"))
+        .join("release");
+    Ok(dir)
+}
+
+/// The guest job that runs scx_hinted_tests from tmpfs (detaching a
+/// scheduler under load while touching the 9p root stalls the guest).
+fn guest_test_script(bin: &std::path::Path) -> String {
+    let q = |p: &std::path::Path| crate::vm::shell_quote(&p.to_string_lossy());
+    format!(
+        "set -e\n\
+         guest_stage {} {} stress-ng\n\
+         export PATH=\"$GUEST_TMP/bin:$PATH\"\n\
+         set +e\n\
+         scx_hinted_tests --scheduler \"$GUEST_TMP/bin/scx_hinted\"\n",
+        q(&bin.join("scx_hinted")),
+        q(&bin.join("scx_hinted_tests")),
+    )
+}
+
+/// Counts `PASS name` / `FAIL name` lines of scx_hinted_tests.
+pub fn parse_guest_results(output: &str) -> (Vec<String>, Vec<String>) {
+    let (mut passed, mut failed) = (Vec::new(), Vec::new());
+    for line in output.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("PASS ") {
+            passed.push(rest.split(':').next().unwrap_or(rest).trim().to_string());
+        } else if let Some(rest) = line.strip_prefix("FAIL ") {
+            failed.push(rest.split(':').next().unwrap_or(rest).trim().to_string());
+        }
+    }
+    (passed, failed)
+}
+
+fn guest_tests(tally: &mut Tally) {
+    let run = || -> Result<crate::vm::GuestOutcome> {
+        let bin = build_scheduler()?;
+        let guest = crate::vm::prepare()?;
+        step(format!(
+            "scheduler tests in the guest (kernel {})",
+            guest.kernel()
+        ));
+        let job = crate::vm::GuestJob::new(
+            "scheduler tests",
+            guest_test_script(&bin),
+            std::time::Duration::from_secs(15 * 60),
+        );
+        guest.run(&job)
+    };
+    match run() {
+        Ok(outcome) => {
+            let (passed, failed) = parse_guest_results(&outcome.output);
+            tally.passed += passed.len() as u32;
+            tally.failed += failed.len() as u32;
+            let nothing_failed = failed.is_empty();
+            for f in failed {
+                tally.failures.push(format!("guest: {f}"));
+            }
+            if (outcome.exit_code != 0 || passed.is_empty()) && nothing_failed {
+                tally.check(
+                    "scheduler tests in the guest",
+                    Err(anyhow::anyhow!(
+                        "scx_hinted_tests exited with {} and reported {} passes, no failure",
+                        outcome.exit_code,
+                        passed.len()
+                    )),
+                );
+            }
+        }
+        Err(e) => tally.check("scheduler tests in the guest", Err(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_result_line;
+    use super::{parse_guest_results, parse_result_line};
+
+    #[test]
+    fn parses_guest_lines() {
+        let out = "PASS attach: enabled\nnoise\nFAIL restart: hints lost\n  PASS abuse\n1 passed";
+        let (p, f) = parse_guest_results(out);
+        assert_eq!(p, ["attach", "abuse"]);
+        assert_eq!(f, ["restart"]);
+    }
 
     #[test]
     fn parses_libtest_summary() {
