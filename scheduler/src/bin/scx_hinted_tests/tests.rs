@@ -82,17 +82,21 @@ fn attach_stress(env: &Env) -> Result<String> {
     // Workers 3 and 4 are the background hogs.
     let bg_cpu = |w: &[Worker]| w[3].cpu_ns() + w[4].cpu_ns();
     let (bg0, t0) = (bg_cpu(&workers), mono_ns());
+    // Progress is checked over 5 s windows: on a busy host the emulated
+    // guest sometimes stalls for a second or two as a whole.
     let start = Instant::now();
-    let mut last = 0;
+    let (mut last, mut last_at) = (0, Instant::now());
     while start.elapsed() < Duration::from_secs(secs) {
         sleep(Duration::from_secs(1));
         sched.check()?;
-        let iters = workers[0].iters();
-        ensure!(
-            iters > last,
-            "the interactive thread made no progress in 1 s (stall?)"
-        );
-        last = iters;
+        if last_at.elapsed() >= Duration::from_secs(5) {
+            let iters = workers[0].iters();
+            ensure!(
+                iters > last,
+                "the interactive thread made no progress in 5 s (stall?)"
+            );
+            (last, last_at) = (iters, Instant::now());
+        }
     }
     let s = stats()?;
     let bg_share = (bg_cpu(&workers) - bg0) as f64 / (mono_ns() - t0) as f64;
