@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the developer commands of scx-hints.
 
 mod bench;
+mod demo;
 mod setup;
 mod test;
 mod util;
@@ -40,7 +41,7 @@ enum Cmd {
 fn main() {
     let cli = Cli::parse();
     let result: Result<i32> = match cli.cmd {
-        Cmd::Demo => demo(),
+        Cmd::Demo => demo::run(),
         Cmd::Test(args) => test::run(args),
         Cmd::Bench(args) => bench::run(args),
         Cmd::Setup => setup::host().map(|()| 0),
@@ -53,23 +54,4 @@ fn main() {
             std::process::exit(1);
         }
     }
-}
-
-/// The round trip until the scheduler exists: threads set hints, a BPF
-/// program prints what the kernel sees for each thread.
-fn demo() -> Result<i32> {
-    setup::host()?;
-    util::step("building and running the TLD round trip on the host kernel");
-    let status = util::cargo()
-        .args([
-            "run",
-            "--quiet",
-            "--release",
-            "-p",
-            "tld_kernel_tests",
-            "--bin",
-            "tld-roundtrip",
-        ])
-        .status()?;
-    Ok(status.code().unwrap_or(1))
 }
