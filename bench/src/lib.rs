@@ -2,6 +2,8 @@
 //!
 //! `cargo xtask bench hint-cost` runs [`hint_cost`]: what setting a hint
 //! costs, next to the system calls a hint replaces, measured in one run.
+//! `cargo xtask demo` and `cargo xtask bench` run [`hintbench`] in a
+//! sched_ext guest: scheduling latency and throughput under contenders.
 //!
 //! The harness is hand-written rather than criterion because the
 //! measurements need things criterion does not give: each benchmark runs on
@@ -14,6 +16,7 @@
 
 pub mod harness;
 pub mod hint_cost;
+pub mod hintbench;
 pub mod stats;
 pub mod sys;
 

@@ -1,30 +1,34 @@
-//! `cargo xtask bench`: builds a benchmark in release mode and runs it on
-//! this machine. Results, commands and environments: docs/benchmarks.md.
+//! `cargo xtask bench`: the benchmarks. Results, commands and environments:
+//! docs/benchmarks.md.
+//!
+//! - `hint-cost` builds and runs a microbenchmark on the host kernel.
+//! - `sched` runs `hintbench` (bench/src/hintbench): every scenario under
+//!   every contender (EEVDF, its knobs, scx_hinted with and without hints,
+//!   scx_bpfland and scx_lavd built from crates.io), alternated and
+//!   repeated inside one boot of the sched_ext guest (or on the host if it
+//!   has sched_ext), then writes JSON, markdown, SVG plots and goal lines
+//!   under target/bench/.
+//! - without a name, both.
 
-use crate::util;
-use anyhow::{bail, Result};
+use crate::util::{self, loud, step};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// The benchmarks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Which {
+    /// hint-cost, then sched.
+    All,
     /// What setting a hint costs next to sched_setattr, setpriority, a
     /// task-storage map update through a cached pidfd, and a fresh thread's
     /// first hint (bench/src/hint_cost.rs).
     HintCost,
-}
-
-impl Which {
-    fn bin(self) -> &'static str {
-        match self {
-            Which::HintCost => "hint-cost",
-        }
-    }
-
-    fn needs_root(self) -> &'static str {
-        match self {
-            Which::HintCost => "it loads a BPF program on the host kernel and pins its map",
-        }
-    }
+    /// Scheduling latency and throughput with and without hints, against
+    /// EEVDF, its knobs and published sched_ext schedulers, in the sched_ext
+    /// guest (bench/src/hintbench).
+    Sched,
 }
 
 #[derive(clap::Args)]
@@ -42,35 +46,60 @@ cheaper than sched_setattr), and ends with two lines for scripts:
   ratio map_update/hint_set: <number>
 
 (ratios of medians). A full run takes about 10 s after the build; --quick \
-takes about a second, with rougher figures.")]
+takes about a second, with rougher figures.
+
+sched boots the sched_ext guest once (unless the host has sched_ext) and runs \
+hintbench's scenarios (render under load with an idle floor, dynamic phases, \
+request/response, schbench-style wakeups) under every contender, alternating \
+the order between repetitions. scx_bpfland and scx_lavd are built once from \
+crates.io with `cargo install` into target/xtask/scx-published (a crate that \
+cannot be built is reported and left out). Output under target/bench/sched \
+(or sched-quick): results.json, summary.json, report.md, cdf-*.svg, and lines \
+`goal <name>: <ratio> (target <op> <target>) met|missed`. The full run takes \
+about 20 minutes; --quick about 3, as a smoke test.")]
 pub struct BenchArgs {
     /// Which benchmark to run.
-    #[arg(value_enum, default_value = "hint-cost")]
+    #[arg(value_enum, default_value = "all")]
     pub which: Which,
-    /// Fewer, shorter samples (about a second): for smoke tests, not for
-    /// figures to publish.
+    /// Fewer, shorter samples: for smoke tests, not for figures to publish.
     #[arg(long)]
     pub quick: bool,
-    /// Pin every benchmark thread to this CPU (default: the last CPU).
+    /// hint-cost: pin every benchmark thread to this CPU (default: the last CPU).
     #[arg(long, value_name = "N", conflicts_with = "no_pin")]
     pub cpu: Option<usize>,
-    /// Do not pin the benchmark threads.
+    /// hint-cost: do not pin the benchmark threads.
     #[arg(long)]
     pub no_pin: bool,
+    /// sched: leave out scx_bpfland and scx_lavd (no crates.io build).
+    #[arg(long)]
+    pub no_published: bool,
 }
 
 pub fn run(args: BenchArgs) -> Result<i32> {
-    let name = args.which.bin();
-    if !util::is_root() {
-        bail!(
-            "`cargo xtask bench {name}` needs root: {}. Run it as root, for example \
-             `sudo -E env \"PATH=$PATH\" cargo xtask bench {name}`",
-            args.which.needs_root()
-        );
+    let mut rc = 0;
+    if matches!(args.which, Which::All | Which::HintCost) {
+        if util::is_root() {
+            rc = rc.max(hint_cost(&args)?);
+        } else if args.which == Which::HintCost {
+            bail!(
+                "`cargo xtask bench hint-cost` needs root: it loads a BPF program on the host \
+                 kernel and pins its map. Run it as root, for example \
+                 `sudo -E env \"PATH=$PATH\" cargo xtask bench hint-cost`"
+            );
+        } else {
+            loud("SKIPPED: hint-cost needs root (it loads a BPF program on the host kernel)");
+        }
     }
+    if matches!(args.which, Which::All | Which::Sched) {
+        rc = rc.max(sched(args.quick, !args.no_published)?);
+    }
+    Ok(rc)
+}
+
+fn hint_cost(args: &BenchArgs) -> Result<i32> {
     crate::setup::host()?;
-    util::step(format!(
-        "building and running the {name} benchmark (release){}",
+    step(format!(
+        "building and running the hint-cost benchmark (release){}",
         if args.quick { ", --quick" } else { "" }
     ));
     let mut cmd = util::cargo();
@@ -81,7 +110,7 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         "-p",
         "scx_hints_bench",
         "--bin",
-        name,
+        "hint-cost",
         "--",
     ]);
     if args.quick {
@@ -93,8 +122,269 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         cmd.args(["--cpu", &cpu.to_string()]);
     }
     let status = cmd
-        .stdin(std::process::Stdio::null())
+        .stdin(Stdio::null())
         .status()
         .map_err(|e| anyhow::anyhow!("cannot start `{}`: {e}", util::show(&cmd)))?;
     Ok(status.code().unwrap_or(1))
+}
+
+/// `cargo xtask bench sched [--quick]`: returns 0 if the suite ran and the
+/// report is complete (goals missed do not fail it; they are printed).
+fn sched(quick: bool, published: bool) -> Result<i32> {
+    let pubs = if published {
+        Published::build()
+    } else {
+        Published::none()
+    };
+    let outcome = run_suite(if quick { "quick" } else { "full" }, &pubs)?;
+    let out_dir = outcome.dir.clone();
+    let text = report(&outcome, &["--out-dir", &out_dir.to_string_lossy()])?;
+    println!("{text}");
+    for (name, why) in &pubs.missing {
+        println!("not run: {name}: {why}");
+    }
+    step(format!("report in {}", out_dir.display()));
+    Ok(if outcome.suite_ok { 0 } else { 1 })
+}
+
+/// Runs `cargo xtask bench sched --quick` and checks that its report is
+/// complete and sane (every contender that could be built ran every
+/// scenario, latencies and throughputs are plausible, every goal has a
+/// measured value, BPF statistics were read). The goals themselves are not
+/// asserted. For `cargo xtask test`.
+#[allow(dead_code)] // called from test.rs by the lead
+pub fn smoke() -> Result<()> {
+    let pubs = Published::build();
+    let outcome = run_suite("quick", &pubs)?;
+    let out_dir = outcome.dir.clone();
+    let text = report(
+        &outcome,
+        &["--out-dir", &out_dir.to_string_lossy(), "--check"],
+    )?;
+    println!("{text}");
+    if !outcome.suite_ok {
+        bail!(
+            "hintbench suite exited with an error (report in {})",
+            out_dir.display()
+        );
+    }
+    let goals = text.lines().filter(|l| l.starts_with("goal ")).count();
+    if goals < 10 {
+        bail!("the report has {goals} goal lines, expected at least 10");
+    }
+    Ok(())
+}
+
+/// scx_bpfland and scx_lavd from crates.io, installed with `cargo install`
+/// under target/xtask/scx-published (once; later runs reuse them).
+pub struct Published {
+    /// Key for hintbench's --sched -> binary.
+    pub bins: Vec<(String, PathBuf)>,
+    /// Crate -> why it is not there.
+    pub missing: Vec<(String, String)>,
+}
+
+/// The crates and versions (the same scx release as the scx_utils the
+/// scheduler builds against).
+const PUBLISHED: [(&str, &str, &str); 2] = [
+    ("bpfland", "scx_bpfland", "1.1.4"),
+    ("lavd", "scx_lavd", "1.1.4"),
+];
+
+impl Published {
+    pub fn none() -> Published {
+        Published {
+            bins: Vec::new(),
+            missing: Vec::new(),
+        }
+    }
+
+    pub fn build() -> Published {
+        let root = util::cache_dir().join("scx-published");
+        let mut p = Published::none();
+        for (key, krate, version) in PUBLISHED {
+            let bin = root.join("bin").join(krate);
+            let stamp = root.join(format!("{krate}.version"));
+            let have =
+                bin.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|v| v.trim() == version);
+            if !have {
+                step(format!(
+                    "building {krate} {version} from crates.io into {} (once; several minutes)",
+                    root.display()
+                ));
+                let log = root.join(format!("{krate}.log"));
+                let r = std::fs::create_dir_all(&root)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| install(krate, version, &root, &log));
+                if let Err(e) = r {
+                    loud(format!("{krate} cannot be built here, left out: {e:#}"));
+                    p.missing.push((krate.to_string(), format!("{e:#}")));
+                    continue;
+                }
+                let _ = std::fs::write(&stamp, version);
+            }
+            p.bins.push((key.to_string(), bin));
+        }
+        p
+    }
+}
+
+fn install(krate: &str, version: &str, root: &Path, log: &Path) -> Result<()> {
+    let out = std::fs::File::create(log)?;
+    let status = util::cargo()
+        .args(["install", "--locked", "--root"])
+        .arg(root)
+        .args([krate, "--version", version])
+        .env("CARGO_TARGET_DIR", root.join("build"))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .status()?;
+    if !status.success() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let errors: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("error"))
+            .take(5)
+            .collect();
+        bail!(
+            "cargo install {krate} --version {version} failed ({status}); log {}:\n{}",
+            log.display(),
+            errors.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// Where a suite's results are.
+pub struct SuiteOutcome {
+    /// target/bench/<plan dir>: results.json is there.
+    pub dir: PathBuf,
+    /// hintbench exited 0.
+    pub suite_ok: bool,
+    /// The host's hintbench, for the report.
+    hintbench: PathBuf,
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| util::root().join("target"))
+}
+
+/// Builds scx_hinted and hintbench (release), then runs `hintbench suite
+/// --plan PLAN` on the host if it has sched_ext and we are root, else in
+/// one guest boot from tmpfs; the results land in target/bench/<dir>.
+pub fn run_suite(plan: &str, pubs: &Published) -> Result<SuiteOutcome> {
+    crate::setup::host()?;
+    let rel = crate::test::build_scheduler()?;
+    step("building hintbench (release)");
+    util::run(util::cargo().args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "scx_hints_bench",
+        "--bin",
+        "hintbench",
+    ]))?;
+    let dir = target_dir().join("bench").join(match plan {
+        "full" => "sched",
+        "quick" => "sched-quick",
+        other => other,
+    });
+    std::fs::create_dir_all(&dir)?;
+    let results = dir.join("results.json");
+    let _ = std::fs::remove_file(&results);
+    let mut scheds: Vec<(String, PathBuf)> = vec![("hinted".into(), rel.join("scx_hinted"))];
+    scheds.extend(pubs.bins.iter().cloned());
+    let hintbench = rel.join("hintbench");
+    let host_ok = Path::new("/sys/kernel/sched_ext/state").exists() && util::is_root();
+    let suite_ok = if host_ok {
+        step(format!(
+            "running hintbench ({plan}) on the host: it has sched_ext"
+        ));
+        let mut cmd = Command::new(&hintbench);
+        cmd.args(["suite", "--plan", plan, "--out"]).arg(&results);
+        for (k, bin) in &scheds {
+            cmd.arg("--sched")
+                .arg(format!("{k}={}", bin.to_string_lossy()));
+        }
+        cmd.stdin(Stdio::null()).status()?.success()
+    } else {
+        let guest = crate::vm::prepare()?;
+        step(format!(
+            "running hintbench ({plan}) in the sched_ext guest (kernel {}): the host kernel \
+             has no sched_ext",
+            guest.kernel()
+        ));
+        let timeout = match plan {
+            "full" => Duration::from_secs(60 * 60),
+            _ => Duration::from_secs(15 * 60),
+        };
+        let job = crate::vm::GuestJob::new(
+            format!("hintbench {plan}"),
+            guest_script(plan, &hintbench, &scheds),
+            timeout,
+        );
+        let out = guest.run(&job)?;
+        let got = out.run_dir.join("results.json");
+        if got.is_file() {
+            std::fs::copy(&got, &results).context("copying the guest's results")?;
+        }
+        out.exit_code == 0
+    };
+    if !results.is_file() {
+        bail!("hintbench wrote no results (see its output above)");
+    }
+    Ok(SuiteOutcome {
+        dir,
+        suite_ok,
+        hintbench,
+    })
+}
+
+/// The guest job: stages the binaries in tmpfs (a scheduler detached while
+/// programs run from the 9p root can stall the guest), runs the suite with
+/// its results in tmpfs, and copies them to $GUEST_OUT once every scheduler
+/// is detached.
+fn guest_script(plan: &str, hintbench: &Path, scheds: &[(String, PathBuf)]) -> String {
+    let q = |p: &Path| crate::vm::shell_quote(&p.to_string_lossy());
+    let mut stage = vec![q(hintbench)];
+    let mut args = String::new();
+    for (k, bin) in scheds {
+        stage.push(q(bin));
+        let name = bin.file_name().unwrap_or_default().to_string_lossy();
+        args += &format!(" --sched {k}=\"$GUEST_TMP/bin/{name}\"");
+    }
+    format!(
+        "set -e\n\
+         guest_stage {}\n\
+         set +e\n\
+         \"$GUEST_TMP/bin/hintbench\" suite --plan {plan} --out \"$GUEST_TMP/results.json\" \
+         --tmp \"$GUEST_TMP\"{args}\n\
+         rc=$?\n\
+         [ \"$(cat /sys/kernel/sched_ext/state)\" = disabled ] || \
+         echo \"hintbench: a scheduler is still attached\"\n\
+         cp \"$GUEST_TMP/results.json\" \"$GUEST_OUT/\" 2>/dev/null\n\
+         for f in \"$GUEST_TMP\"/*.log; do cp \"$f\" \"$GUEST_OUT/\" 2>/dev/null; done\n\
+         exit $rc\n",
+        stage.join(" ")
+    )
+}
+
+/// Runs `hintbench report --in results.json EXTRA...` on the host and
+/// returns its output.
+pub fn report(o: &SuiteOutcome, extra: &[&str]) -> Result<String> {
+    let mut cmd = Command::new(&o.hintbench);
+    cmd.arg("report")
+        .arg("--in")
+        .arg(o.dir.join("results.json"))
+        .args(extra);
+    let out = cmd.stdin(Stdio::null()).stderr(Stdio::inherit()).output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!("`{}` failed:\n{text}", util::show(&cmd));
+    }
+    Ok(text)
 }

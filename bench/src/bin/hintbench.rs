@@ -1,0 +1,162 @@
+//! `hintbench`: scheduler comparisons with and without hints. Run it through
+//! `cargo xtask demo` or `cargo xtask bench` (they boot a sched_ext guest).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use scx_hints_bench::hintbench::{report, scenarios, suite};
+
+#[derive(Parser)]
+#[command(about = "Scheduler comparisons with and without scx-hints hints")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a plan under every contender (root, sched_ext kernel, no
+    /// scheduler attached) and write the results as JSON.
+    Suite {
+        /// demo, quick or full.
+        #[arg(long, default_value = "quick")]
+        plan: String,
+        /// A sched_ext scheduler: KEY=PATH[,ARG...] (keys: hinted, bpfland,
+        /// lavd, hinted-noreads). Contenders whose scheduler is not given
+        /// are skipped and listed as such.
+        #[arg(long = "sched", value_name = "KEY=PATH")]
+        scheds: Vec<String>,
+        /// Where to write the results.
+        #[arg(long)]
+        out: PathBuf,
+        /// A directory for scheduler logs (tmpfs in the guest).
+        #[arg(long, default_value = "/dev/shm")]
+        tmp: PathBuf,
+        /// Repetitions (default: the plan's).
+        #[arg(long)]
+        reps: Option<usize>,
+    },
+    /// Run one scenario once under whatever scheduler is attached, with no
+    /// hints and no knobs, and print its metrics.
+    Once {
+        /// render, render-idle, dynamic, req-resp or wakeup.
+        scenario: String,
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        /// A contender's treatment of the threads (e.g. hinted-both).
+        #[arg(long, default_value = "eevdf")]
+        config: String,
+    },
+    /// Turn results into tables, plots and goal lines.
+    Report {
+        /// The results JSON of `hintbench suite`.
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// Write results.json, summary.json, report.md and SVGs here.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+        /// Print the demo's table instead.
+        #[arg(long)]
+        demo: bool,
+        /// Fail (exit 1) unless the report is complete and sane.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("hintbench: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Suite {
+            plan,
+            scheds,
+            out,
+            tmp,
+            reps,
+        } => {
+            let mut plan = suite::Plan::named(&plan)?;
+            if let Some(r) = reps {
+                plan.reps = r.max(1);
+            }
+            let mut map = BTreeMap::new();
+            for s in scheds {
+                let (key, rest) = s.split_once('=').context("--sched KEY=PATH[,ARG...]")?;
+                let mut parts = rest.split(',');
+                let bin = PathBuf::from(parts.next().unwrap_or_default());
+                map.insert(key.to_string(), (bin, parts.map(String::from).collect()));
+            }
+            let res = suite::run(plan, &map, &out, &tmp)?;
+            println!(
+                "hintbench: {} runs, {} errors, results in {}",
+                res.runs.len(),
+                res.errors.len(),
+                out.display()
+            );
+            Ok(())
+        }
+        Cmd::Once {
+            scenario,
+            secs,
+            config,
+        } => {
+            let s = scenarios::Scenario::ALL
+                .into_iter()
+                .find(|s| s.name() == scenario)
+                .with_context(|| format!("unknown scenario {scenario}"))?;
+            let c = suite::all_contenders()
+                .into_iter()
+                .find(|c| c.name == config)
+                .with_context(|| format!("unknown contender {config}"))?;
+            let m = scenarios::run(
+                s,
+                c.cfg,
+                scenarios::Timing { warmup: 0.5, secs },
+                scx_hints_bench::env::cpus(),
+            )?;
+            println!("{}", serde_json::to_string_pretty(&m.metrics)?);
+            Ok(())
+        }
+        Cmd::Report {
+            input,
+            out_dir,
+            demo,
+            check,
+        } => {
+            let text =
+                std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
+            let res: suite::Results = serde_json::from_slice(&text)
+                .with_context(|| format!("parsing {}", input.display()))?;
+            if demo {
+                print!("{}", report::demo_table(&res));
+            }
+            if let Some(dir) = out_dir {
+                let md = report::write_all(&res, &dir)?;
+                if !demo {
+                    print!("{md}");
+                }
+                for g in report::goals(&res) {
+                    println!("{}", g.line());
+                }
+            }
+            if check {
+                let bad = report::check(&res);
+                if !bad.is_empty() {
+                    bail!(
+                        "the report is incomplete or implausible:\n  {}",
+                        bad.join("\n  ")
+                    );
+                }
+                println!("report check: complete and sane");
+            }
+            Ok(())
+        }
+    }
+}

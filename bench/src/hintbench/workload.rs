@@ -1,0 +1,291 @@
+//! Building blocks of the hintbench scenarios: clocks, CPU work measured in
+//! thread CPU time, the per-thread knobs a user has today (nice, policy,
+//! slice request) and the hints, and CPU hogs.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::{bail, Result};
+use scx_hints::LatencyClass;
+use serde::{Deserialize, Serialize};
+
+use crate::sys::{self, SchedAttr};
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+pub fn mono_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// The calling thread's CPU time in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+/// Sleeps until CLOCK_MONOTONIC reaches `t` (an absolute-time wakeup, as a
+/// frame loop does).
+pub fn sleep_until(t: u64) {
+    let ts = libc::timespec {
+        tv_sec: (t / 1_000_000_000) as libc::time_t,
+        tv_nsec: (t % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: an absolute CLOCK_MONOTONIC sleep on a valid timespec; EINTR
+    // only ends the sleep early, which the callers measure.
+    unsafe {
+        libc::clock_nanosleep(
+            libc::CLOCK_MONOTONIC,
+            libc::TIMER_ABSTIME,
+            &ts,
+            std::ptr::null_mut(),
+        )
+    };
+}
+
+/// Spins until the calling thread has used `ns` more nanoseconds of CPU
+/// time (not wall time: work preempted half-way still has to be done), or
+/// `stop` is set.
+pub fn work_cpu(ns: u64, stop: &AtomicBool) {
+    let end = thread_cpu_ns() + ns;
+    loop {
+        for _ in 0..256 {
+            std::hint::spin_loop();
+        }
+        if thread_cpu_ns() >= end || stop.load(Ordering::Relaxed) {
+            return;
+        }
+    }
+}
+
+/// What the kernel offers a user today for one thread, applied by the
+/// thread to itself with a system call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Knob {
+    #[default]
+    None,
+    /// `setpriority` to this nice value (negative needs root).
+    Nice(i32),
+    /// `SCHED_BATCH`.
+    Batch,
+    /// `SCHED_IDLE`.
+    Idle,
+    /// `sched_setattr` with SCHED_OTHER and this `sched_runtime` (ns): the
+    /// fair class's slice request.
+    Slice(u64),
+}
+
+impl Knob {
+    /// Applies the knob to the calling thread.
+    pub fn apply(self) -> Result<()> {
+        let r = match self {
+            Knob::None => return Ok(()),
+            // SAFETY: plain syscall on the calling thread.
+            Knob::Nice(n) => unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) as i64 },
+            Knob::Batch => sys::sched_setattr(&policy(libc::SCHED_BATCH, 0)),
+            Knob::Idle => sys::sched_setattr(&policy(libc::SCHED_IDLE, 0)),
+            Knob::Slice(ns) => sys::sched_setattr(&policy(libc::SCHED_OTHER, ns)),
+        };
+        if r != 0 {
+            bail!("{self:?}: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// A sched_attr for `policy` at nice 0 with a slice request of `runtime` ns
+/// (0: none).
+pub fn policy(policy: libc::c_int, runtime: u64) -> SchedAttr {
+    SchedAttr {
+        sched_policy: policy as u32,
+        sched_runtime: runtime,
+        ..SchedAttr::other(0)
+    }
+}
+
+/// How one role of a scenario's threads is treated: a hint, a knob, both
+/// or neither.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Treatment {
+    #[serde(with = "class_name")]
+    pub class: Option<LatencyClass>,
+    pub knob: Knob,
+}
+
+impl Treatment {
+    pub const NONE: Treatment = Treatment {
+        class: None,
+        knob: Knob::None,
+    };
+
+    pub fn hint(class: LatencyClass) -> Self {
+        Treatment {
+            class: Some(class),
+            knob: Knob::None,
+        }
+    }
+
+    pub fn knob(knob: Knob) -> Self {
+        Treatment { class: None, knob }
+    }
+
+    /// Applies it to the calling thread (at the thread's start).
+    pub fn apply(self) -> Result<()> {
+        self.knob.apply()?;
+        if let Some(c) = self.class {
+            scx_hints::set_latency_class(c);
+        }
+        Ok(())
+    }
+}
+
+/// How a run treats the latency-sensitive threads (`fg`) and the load
+/// (`bg`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    pub fg: Treatment,
+    pub bg: Treatment,
+}
+
+/// Spawns a named thread that applies `t` to itself first. A failing knob
+/// aborts the run: a contender that could not be set up measures nothing.
+pub fn spawn<R: Send + 'static>(
+    name: &str,
+    t: Treatment,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> JoinHandle<Result<R>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            t.apply()?;
+            Ok(f())
+        })
+        .expect("spawning a benchmark thread")
+}
+
+/// Joins a benchmark thread.
+pub fn join<R>(h: JoinHandle<Result<R>>) -> Result<R> {
+    match h.join() {
+        Ok(r) => r,
+        Err(_) => bail!("a benchmark thread panicked"),
+    }
+}
+
+/// CPU hogs: threads that never sleep and count units of work.
+pub struct Hogs {
+    stop: Arc<AtomicBool>,
+    units: Arc<AtomicU64>,
+    handles: Vec<JoinHandle<Result<()>>>,
+}
+
+/// Spin iterations per counted unit of hog work.
+const HOG_UNIT: u32 = 1 << 14;
+
+impl Hogs {
+    pub fn start(n: usize, t: Treatment) -> Hogs {
+        let stop = Arc::new(AtomicBool::new(false));
+        let units = Arc::new(AtomicU64::new(0));
+        let handles = (0..n)
+            .map(|_| {
+                let (stop, units) = (stop.clone(), units.clone());
+                spawn("hog", t, move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        for _ in 0..HOG_UNIT {
+                            std::hint::spin_loop();
+                        }
+                        units.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        Hogs {
+            stop,
+            units,
+            handles,
+        }
+    }
+
+    /// Units of work done so far.
+    pub fn units(&self) -> u64 {
+        self.units.load(Ordering::Relaxed)
+    }
+
+    pub fn stop(self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.handles {
+            join(h)?;
+        }
+        Ok(())
+    }
+}
+
+/// A stop flag with a deadline shared by a scenario's threads.
+#[derive(Clone)]
+pub struct Clock {
+    pub stop: Arc<AtomicBool>,
+    /// Samples before this instant (CLOCK_MONOTONIC ns) are warm-up.
+    pub measure_from: u64,
+    pub end: u64,
+}
+
+impl Clock {
+    /// A run of `secs` seconds whose first `warmup` seconds are not measured.
+    pub fn new(warmup: f64, secs: f64) -> Clock {
+        let now = mono_ns();
+        Clock {
+            stop: Arc::new(AtomicBool::new(false)),
+            measure_from: now + (warmup * 1e9) as u64,
+            end: now + ((warmup + secs) * 1e9) as u64,
+        }
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    pub fn measuring(&self, t: u64) -> bool {
+        t >= self.measure_from && t < self.end
+    }
+
+    /// Sleeps until the warm-up is over; returns the time.
+    pub fn wait_measure(&self) -> u64 {
+        sleep_until(self.measure_from);
+        mono_ns()
+    }
+
+    /// Sleeps until the end and tells every thread to stop; returns the
+    /// time.
+    pub fn wait_end(&self) -> u64 {
+        sleep_until(self.end);
+        let t = mono_ns();
+        self.stop.store(true, Ordering::Relaxed);
+        t
+    }
+}
+
+/// Latency classes by name in the JSON.
+mod class_name {
+    use scx_hints::LatencyClass;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(c: &Option<LatencyClass>, s: S) -> Result<S::Ok, S::Error> {
+        match c {
+            Some(c) => s.serialize_some(c.name()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<LatencyClass>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|n| n.parse().map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
