@@ -168,9 +168,16 @@ static __noinline bool tld_name_eq(const char *entry, const char *name)
  * Returns the key's offset in the block (> 0), or minus the number of entries
  * searched. The search stops at the first entry whose size is still 0: that
  * slot is being written, and caching a miss past it would hide its key for
- * good.
+ * good. A key whose size is not `want` is bad data (the reader would read a
+ * neighbour's bytes): counted, and not cached as found.
+ *
+ * Ordering: the name is written before the size is published (release).
+ * Here the size is read first, then the name, with a compiler barrier in
+ * between, which orders the loads on x86 (TSO). Weakly ordered CPUs would
+ * need a load-acquire (BPF ISA v4, clang >= 21), not yet required here.
  */
-static __noinline int tld_resolve(struct tld_meta_page *meta, const char *name, int from)
+static __noinline int tld_resolve(struct tld_meta_page *meta, const char *name, int from,
+				  __u32 want)
 {
 	__u32 off = TLD_DATA_HDR_SIZE;
 	int i, cnt;
@@ -194,8 +201,12 @@ static __noinline int tld_resolve(struct tld_meta_page *meta, const char *name, 
 			__sync_fetch_and_add(&tld_stats.bad_meta, 1);
 			return -i;
 		}
-		if (i >= from && tld_name_eq(meta->entries[i].name, name))
-			return off;
+		if (i >= from && tld_name_eq(meta->entries[i].name, name)) {
+			if (size == want)
+				return off;
+			__sync_fetch_and_add(&tld_stats.bad_meta, 1);
+			return -i;
+		}
 		off += (size + TLD_ALIGN - 1) & ~(TLD_ALIGN - 1);
 		if (off >= TLD_PAGE_SIZE) {
 			__sync_fetch_and_add(&tld_stats.bad_meta, 1);
@@ -221,7 +232,7 @@ static __always_inline void *tld_get_data(struct tld_object *obj, __u32 idx, con
 		return NULL;
 	off = obj->keys->off[idx];
 	if (off <= 0) {
-		off = tld_resolve(obj->meta, name, -off);
+		off = tld_resolve(obj->meta, name, -off, size);
 		obj->keys->off[idx] = off;
 		if (off <= 0)
 			return NULL;

@@ -90,11 +90,14 @@ impl Fixture {
         std::fs::create_dir_all(&self.pin_dir)
             .with_context(|| format!("creating {}", self.pin_dir.display()))?;
         let path = self.pin_path();
-        let _ = std::fs::remove_file(&path);
-        // SAFETY: only the test process uses this handle; pin takes &mut.
+        // Pin beside, then rename over: watchers see one change, never a
+        // moment without a map.
+        let tmp = self.pin_dir.join("tld_new");
+        let _ = std::fs::remove_file(&tmp);
         let map = &self.skel.maps.scx_hints_tld;
         let mut handle = libbpf_rs::MapHandle::try_from(map)?;
-        handle.pin(&path).context("pinning the TLD map")?;
+        handle.pin(&tmp).context("pinning the TLD map")?;
+        std::fs::rename(&tmp, &path).context("renaming the TLD map pin")?;
         std::env::set_var(scx_hints::tld::abi::MAP_PIN_ENV, &path);
         Ok(())
     }

@@ -61,6 +61,11 @@ fn bpf_finds_every_key_and_nothing_else() {
             [k4.offset() as i32, k2.offset() as i32, k1.offset() as i32]
         );
 
+        // Reading a key as another size is refused, not a read of its
+        // neighbour's bytes.
+        assert_eq!(fx.read("basic.u32", 8, 5).value, None);
+        assert_eq!(fx.read("basic.u32", 4, 5).value, Some(0xdead_beef));
+
         // A name that does not exist: no value, and the miss is cached as
         // the number of entries searched.
         let miss = fx.read("basic.absent", 8, 4);

@@ -43,6 +43,15 @@ fn late_and_replaced_maps_are_registered_on_next_use() {
         let replaced = rx.recv().unwrap();
         key.set(3);
         assert_eq!(replaced.read("map.value", 8, 0).value, Some(3));
+        assert_eq!(
+            map.read("map.value", 8, 0).init_err,
+            -libc::ENOENT,
+            "moving to the new map deleted the entry in the old one"
+        );
+
+        // Exit after a switch deletes the entry in the map the thread is in.
+        tld::testing::release_thread();
+        assert_eq!(replaced.read("map.value", 8, 0).init_err, -libc::ENOENT);
         done_tx.send(()).unwrap();
     });
 

@@ -2,6 +2,7 @@
 //! a unit test checks every constant here against it). docs/tld-abi.md
 //! explains the layout.
 
+use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU16, AtomicU64};
 
 pub const MAGIC: u32 = 0x3144_4c54;
@@ -23,10 +24,12 @@ pub const MAP_NAME: &str = "scx_hints_tld";
 /// The environment variable that overrides [`MAP_PIN_PATH`].
 pub const MAP_PIN_ENV: &str = "SCX_HINTS_TLD_MAP";
 
-/// `struct tld_meta_entry`.
+/// `struct tld_meta_entry`. The name is written by the one thread that
+/// claimed the slot, before the size is published, and read by others only
+/// after they saw the size (acquire): hence a cell, not a plain array.
 #[repr(C)]
 pub struct MetaEntry {
-    pub name: [u8; NAME_LEN],
+    pub name: UnsafeCell<[u8; NAME_LEN]>,
     /// Published last, with release order; 0 while the slot is being written.
     pub size: AtomicU16,
 }
@@ -44,6 +47,11 @@ pub struct MetaPage {
     pub reserved: [u8; META_HDR_SIZE - 20],
     pub entries: [MetaEntry; MAX_KEYS],
 }
+
+// SAFETY: every field is atomic except the names, whose accesses are
+// ordered by the release/acquire of the entry's size (see meta.rs), and the
+// header fields written before the page is published.
+unsafe impl Sync for MetaPage {}
 
 /// `struct tld_data_hdr`.
 #[repr(C)]

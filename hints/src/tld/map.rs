@@ -10,8 +10,9 @@
 
 use super::abi;
 use super::sys;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::sync::Once;
 use std::time::Duration;
 
@@ -22,7 +23,10 @@ pub static EPOCH: AtomicU32 = AtomicU32::new(1);
 /// lock rather than a Mutex so that the fork handlers can hold it across
 /// fork() and release it in both processes.
 struct MapState {
-    fd: Option<OwnedFd>,
+    /// Shared with every thread registered in this map, so that a thread
+    /// can always delete its own entry from the map it registered in, even
+    /// after the pin moved on.
+    fd: Option<Arc<OwnedFd>>,
     identity: Option<(u64, u64)>,
     opened: bool,
 }
@@ -61,43 +65,46 @@ pub fn pin_path() -> String {
     std::env::var(abi::MAP_PIN_ENV).unwrap_or_else(|_| abi::MAP_PIN_PATH.to_string())
 }
 
-fn open(state: &mut MapState) {
+/// Opens the map at the pin; returns what to log once the lock is released.
+fn open(state: &mut MapState) -> String {
     let path = pin_path();
     state.fd = None;
     state.identity = None;
+    state.opened = true;
     for _ in 0..3 {
         let before = sys::file_identity(&path);
         if before.is_none() {
-            break;
+            return format!("scx_hints: no TLD map pinned at {path}");
         }
         match sys::obj_get(&path) {
+            // The pin did not change while we opened it.
             Ok(fd) if sys::file_identity(&path) == before => {
-                state.fd = Some(fd);
+                state.fd = Some(Arc::new(fd));
                 state.identity = before;
-                log::debug!("scx_hints: using the TLD map pinned at {path}");
-                break;
+                return format!("scx_hints: using the TLD map pinned at {path}");
             }
             Ok(_) => continue,
             Err(e) => {
                 state.identity = before;
-                log::debug!("scx_hints: cannot open the TLD map at {path}: {e}");
-                break;
+                return format!("scx_hints: cannot open the TLD map at {path}: {e}");
             }
         }
     }
-    state.opened = true;
+    format!("scx_hints: the TLD map pin at {path} keeps changing")
 }
 
-/// Runs `f` with the current map fd (opening it on first use), under the
-/// lock so that the fd cannot be closed meanwhile. Returns None without a map.
-pub fn with_map<R>(f: impl FnOnce(RawFd) -> R) -> Option<R> {
+/// The current map (opened on first use), or None without one. The lock is
+/// held only to read the state: system calls on the map happen outside it.
+pub fn current() -> Option<Arc<OwnedFd>> {
     start_watcher();
-    with_state(|st| {
-        if !st.opened {
-            open(st);
-        }
-        st.fd.as_ref().map(|fd| f(fd.as_raw_fd()))
-    })
+    let (fd, msg) = with_state(|st| {
+        let msg = (!st.opened).then(|| open(st));
+        (st.fd.clone(), msg)
+    });
+    if let Some(msg) = msg {
+        log::debug!("{msg}");
+    }
+    fd
 }
 
 /// Checks the pin now; if it changed, reopens the map and bumps the epoch.
@@ -105,18 +112,17 @@ pub fn with_map<R>(f: impl FnOnce(RawFd) -> R) -> Option<R> {
 /// calls it); it is public for tests and for callers that know better.
 pub fn recheck() -> bool {
     let path = pin_path();
-    let changed = with_state(|st| {
+    let msg = with_state(|st| {
         let now = sys::file_identity(&path);
         if st.opened && now == st.identity {
-            return false;
+            return None;
         }
-        open(st);
-        true
+        Some(open(st))
     });
-    if changed {
-        EPOCH.fetch_add(1, Ordering::Release);
-    }
-    changed
+    let Some(msg) = msg else { return false };
+    log::debug!("{msg}");
+    EPOCH.fetch_add(1, Ordering::Release);
+    true
 }
 
 static WATCHER_STARTED: AtomicBool = AtomicBool::new(false);
@@ -200,24 +206,27 @@ fn add_watch(ino: RawFd) -> bool {
 static FORK_HANDLER: Once = Once::new();
 
 extern "C" fn before_fork() {
+    super::meta::before_fork();
     lock();
 }
 
 extern "C" fn after_fork_parent() {
     unlock();
+    super::meta::after_fork();
 }
 
 extern "C" fn after_fork_child() {
     unlock();
+    super::meta::after_fork();
     // The child's threads are new to the kernel: register again. Its watcher
     // did not survive the fork.
     EPOCH.fetch_add(1, Ordering::Release);
     WATCHER_STARTED.store(false, Ordering::Release);
 }
 
-fn install_fork_handler() {
+pub fn install_fork_handler() {
     FORK_HANDLER.call_once(|| {
-        // SAFETY: the handlers are async-signal-safe (atomics only).
+        // SAFETY: the handlers only touch atomics and yield.
         unsafe {
             libc::pthread_atfork(
                 Some(before_fork),

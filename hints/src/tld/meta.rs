@@ -11,9 +11,51 @@ use super::abi::{self, MetaPage, State};
 use super::sys;
 use super::KeyError;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 static META: AtomicPtr<MetaPage> = AtomicPtr::new(ptr::null_mut());
+
+/// Key claims in flight, plus `FORKING` while a fork() waits for them to be
+/// published: a child must never inherit a slot claimed by a thread that
+/// does not exist in it (it would stay "being written" forever).
+static CLAIMS: AtomicU32 = AtomicU32::new(0);
+const FORKING: u32 = 1 << 31;
+
+fn enter_claim() {
+    loop {
+        let v = CLAIMS.load(Ordering::Acquire);
+        if v & FORKING != 0 {
+            std::thread::yield_now();
+        } else if CLAIMS
+            .compare_exchange_weak(v, v + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            return;
+        }
+    }
+}
+
+fn leave_claim() {
+    CLAIMS.fetch_sub(1, Ordering::Release);
+}
+
+/// pthread_atfork prepare: blocks new claims and waits for those in flight.
+pub fn before_fork() {
+    CLAIMS.fetch_or(FORKING, Ordering::AcqRel);
+    while CLAIMS.load(Ordering::Acquire) & !FORKING != 0 {
+        std::thread::yield_now();
+    }
+}
+
+/// pthread_atfork parent and child: claims may go on.
+pub fn after_fork() {
+    CLAIMS.fetch_and(!FORKING, Ordering::Release);
+}
+
+/// True while a fork waits for claims in flight (for tests).
+pub fn fork_waiting() -> bool {
+    CLAIMS.load(Ordering::Acquire) & FORKING != 0
+}
 
 /// The process's metadata page, created on first use.
 pub fn page() -> Result<&'static MetaPage, KeyError> {
@@ -45,8 +87,11 @@ pub fn page() -> Result<&'static MetaPage, KeyError> {
         (*new).cookie = sys::random_u32();
     }
     match META.compare_exchange(ptr::null_mut(), new, Ordering::AcqRel, Ordering::Acquire) {
-        // SAFETY: just published; never unmapped.
-        Ok(_) => Ok(unsafe { &*new }),
+        Ok(_) => {
+            super::map::install_fork_handler();
+            // SAFETY: just published; never unmapped.
+            Ok(unsafe { &*new })
+        }
         Err(winner) => {
             // SAFETY: `new` was never published.
             unsafe { libc::munmap(new as *mut libc::c_void, abi::PAGE_SIZE) };
@@ -94,8 +139,10 @@ fn published_size(meta: &MetaPage, i: usize) -> u16 {
     }
 }
 
+/// The name of a published entry (call only after its size was seen).
 fn name_of(meta: &MetaPage, i: usize) -> &[u8] {
-    let raw = &meta.entries[i].name;
+    // SAFETY: the entry is published: its name is never written again.
+    let raw = unsafe { &*meta.entries[i].name.get() };
     let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
     &raw[..len]
 }
@@ -175,6 +222,7 @@ impl Drop for Claim {
         self.meta.entries[self.slot.index]
             .size
             .store(self.slot.size as u16, Ordering::Release);
+        leave_claim();
     }
 }
 
@@ -194,6 +242,16 @@ pub fn claim_in(meta: &'static MetaPage, name: &str, size: usize) -> Result<Clai
     if size > abi::MAX_KEY_SIZE {
         return Err(KeyError::TooBig);
     }
+    enter_claim();
+    let r = claim_slot(meta, name, size);
+    if r.is_err() {
+        leave_claim();
+    }
+    r
+}
+
+/// The claim itself; the caller has entered the claim gate.
+fn claim_slot(meta: &'static MetaPage, name: &str, size: usize) -> Result<Claim, KeyError> {
     let rounded = abi::round_up(size);
     let (mut checked, mut checked_off) = (0, abi::DATA_HDR_SIZE);
     let mut word = meta.state.load(Ordering::Acquire);
@@ -233,7 +291,7 @@ pub fn claim_in(meta: &'static MetaPage, name: &str, size: usize) -> Result<Clai
                 // SAFETY: slot `index` is ours alone until its size is
                 // published; nobody reads its name before that.
                 unsafe {
-                    let dst = ptr::addr_of!(meta.entries[index].name) as *mut u8;
+                    let dst = meta.entries[index].name.get() as *mut u8;
                     ptr::copy_nonoverlapping(name.as_ptr(), dst, name.len());
                 }
                 let slot = Slot {

@@ -10,8 +10,10 @@
 use super::abi::{self, DataHdr, MapValue};
 use super::{map, meta, sys};
 use std::cell::Cell;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// Registration outcome of this thread, for diagnostics and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +36,12 @@ pub struct ThreadBlock {
     /// The map epoch this thread last registered for (0: never).
     epoch: Cell<u32>,
     state: Cell<Registration>,
+    /// The map this block is registered in (kept open: the entry must be
+    /// deleted from it, even if the pin has moved on since).
+    map: Cell<Option<Arc<OwnedFd>>>,
+    /// An entry could not be deleted: the kernel may still read the block,
+    /// which must then never be freed.
+    stuck: Cell<bool>,
 }
 
 thread_local! {
@@ -43,6 +51,8 @@ thread_local! {
             end: Cell::new(0),
             epoch: Cell::new(0),
             state: Cell::new(Registration::None),
+            map: Cell::new(None),
+            stuck: Cell::new(false),
         }
     };
 }
@@ -92,7 +102,9 @@ impl ThreadBlock {
 
     /// Registers the block in the current map (or notes that there is none).
     fn register(&self) {
-        let epoch = map::EPOCH.load(Ordering::Acquire);
+        // Recorded first: an access made while registering (a logger that
+        // sets a hint, say) takes the fast path instead of recursing.
+        self.epoch.set(map::EPOCH.load(Ordering::Acquire));
         let base = self.base.get() as usize;
         let Ok(meta) = meta::page() else { return };
         let value = MapValue {
@@ -101,23 +113,45 @@ impl ThreadBlock {
             start: (base & (abi::PAGE_SIZE - 1)) as u16,
             reserved: [0; 3],
         };
-        let outcome = map::with_map(|fd| {
-            let r = sys::thread_pidfd().and_then(|pidfd| sys::map_update(fd, &pidfd, &value));
-            match r {
-                Ok(()) => Registration::Registered,
-                Err(e) => {
-                    log::debug!(
-                        "scx_hints: registering thread {} failed: {e}",
-                        sys::gettid()
-                    );
-                    Registration::Failed(e.raw_os_error().unwrap_or(0))
+        let current = map::current();
+        // Leave the map the block was registered in, if that is not the
+        // current one: its entry would keep pointing at this block.
+        if let Some(old) = self.map.take() {
+            if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &old)) {
+                self.map.set(Some(old));
+            } else if !delete_entry(&old) {
+                self.stuck.set(true);
+            }
+        }
+        let outcome = match current {
+            None => Registration::NoMap,
+            Some(fd) => {
+                let r = sys::thread_pidfd()
+                    .and_then(|pidfd| sys::map_update(fd.as_raw_fd(), &pidfd, &value));
+                match r {
+                    Ok(()) => {
+                        self.map.set(Some(fd));
+                        Registration::Registered
+                    }
+                    Err(e) => {
+                        log::debug!(
+                            "scx_hints: registering thread {} failed: {e}",
+                            sys::gettid()
+                        );
+                        Registration::Failed(e.raw_os_error().unwrap_or(0))
+                    }
                 }
             }
-        })
-        .unwrap_or(Registration::NoMap);
+        };
         self.state.set(outcome);
-        self.epoch.set(epoch);
     }
+}
+
+/// Deletes the calling thread's entry from `map`; true if it is gone.
+fn delete_entry(map: &OwnedFd) -> bool {
+    let r = sys::thread_pidfd().and_then(|pidfd| sys::map_delete(map.as_raw_fd(), &pidfd));
+    // ENOENT: the entry is gone already.
+    r.is_ok() || r.is_err_and(|e| e.raw_os_error() == Some(libc::ENOENT))
 }
 
 impl ThreadBlock {
@@ -129,23 +163,20 @@ impl ThreadBlock {
         if base.is_null() {
             return;
         }
-        if self.state.get() == Registration::Registered {
-            let deleted = map::with_map(|fd| {
-                let r = sys::thread_pidfd().and_then(|pidfd| sys::map_delete(fd, &pidfd));
-                // ENOENT: the map was replaced meanwhile; the old one is gone.
-                r.is_ok() || r.is_err_and(|e| e.raw_os_error() == Some(libc::ENOENT))
-            });
-            if deleted == Some(false) {
-                log::debug!(
-                    "scx_hints: thread {}: entry not deleted, block kept",
-                    sys::gettid()
-                );
-                self.base.set(ptr::null_mut());
-                return;
+        if let Some(m) = self.map.take() {
+            if !delete_entry(&m) {
+                self.stuck.set(true);
             }
         }
-        // SAFETY: allocated by posix_memalign in allocate(), no longer registered.
-        unsafe { libc::free(base as *mut libc::c_void) };
+        if self.stuck.replace(false) {
+            log::debug!(
+                "scx_hints: thread {}: entry not deleted, block kept",
+                sys::gettid()
+            );
+        } else {
+            // SAFETY: allocated by posix_memalign in allocate(), registered nowhere.
+            unsafe { libc::free(base as *mut libc::c_void) };
+        }
         self.base.set(ptr::null_mut());
         self.epoch.set(0);
         self.state.set(Registration::None);
