@@ -446,6 +446,7 @@ static __always_inline void refresh_hints(struct task_struct *p, struct task_ctx
 	s32 *v;
 	int ret;
 
+#ifndef SCX_HINTED_NO_HINT_READS
 	ret = tld_object_init(p, &tctx->keys, &obj);
 	if (!ret) {
 		set_registered(tctx, s, true);
@@ -462,6 +463,11 @@ static __always_inline void refresh_hints(struct task_struct *p, struct task_ctx
 	} else if (ret == -ENOENT) {
 		set_registered(tctx, s, false);
 	}
+#else
+	/* Benchmark build (BPF_EXTRA_CFLAGS_POST_INCL=-DSCX_HINTED_NO_HINT_READS):
+	 * no hint read, to measure what the reads cost. */
+	(void)obj; (void)v; (void)ret;
+#endif
 	in.policy = p->policy;
 	in.static_prio = p->static_prio;
 	in.valid = 1;
@@ -908,6 +914,33 @@ void BPF_STRUCT_OPS(hinted_exit_task, struct task_struct *p, struct scx_exit_tas
 		return;
 	count_class(tctx, s, CLASS_NONE);
 	set_registered(tctx, s, false);
+}
+
+/*
+ * exec() keeps the task but replaces its memory. The old image's TLD entry
+ * would keep its pages pinned and be read as if the new image had written
+ * them: drop it. Its effective hints carry over as inherited ones (as nice
+ * and SCHED_IDLE survive exec) until the new image publishes its own.
+ */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(hinted_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct task_ctx *tctx;
+
+	bpf_task_storage_delete(&scx_hints_tld, p);
+	tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+	if (!tctx)
+		return 0;
+	if (inherit_on_fork) {
+		tctx->inh_class = tctx->hint_class;
+		tctx->inh_prio = tctx->hint_prio;
+		tctx->have_inh_prio = tctx->have_hint_prio;
+	} else {
+		tctx->inh_class = CLASS_NONE;
+		tctx->have_inh_prio = 0;
+	}
+	tctx->in.valid = 0;	/* recompute at the next decision */
+	return 0;
 }
 
 s32 BPF_STRUCT_OPS_SLEEPABLE(hinted_init)

@@ -56,6 +56,11 @@ struct Args {
     #[arg(long, hide = true)]
     spin: Option<u64>,
 
+    /// Internal: a child that hints background, spins a second, then execs
+    /// `--spin N` (a program that publishes no hint).
+    #[arg(long, hide = true)]
+    exec_spin: Option<u64>,
+
     /// Tests to run [default: all].
     tests: Vec<String>,
 }
@@ -75,6 +80,9 @@ fn main() {
     }
     if let Some(spec) = args.register_as {
         std::process::exit(tests::register_as(&spec));
+    }
+    if let Some(secs) = args.exec_spin {
+        std::process::exit(tests::exec_spin(secs));
     }
     if let Some(secs) = args.spin {
         let end = Instant::now() + std::time::Duration::from_secs(secs);

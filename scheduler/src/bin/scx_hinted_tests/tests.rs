@@ -25,6 +25,7 @@ pub const TESTS: &[(&str, TestFn)] = &[
     ("bad_data", bad_data),
     ("kill9", kill9),
     ("latency", latency),
+    ("exec", exec),
 ];
 
 fn periodic(work_us: u64, period_us: u64) -> Kind {
@@ -723,4 +724,54 @@ pub fn garbage_child(secs: u64) -> i32 {
         }
         libc::_exit(0);
     }
+}
+
+/// The `--exec-spin` child: hints background, runs a second as such, then
+/// replaces itself with a program that publishes no hint.
+pub fn exec_spin(secs: u64) -> i32 {
+    use std::os::unix::process::CommandExt;
+    scx_hints::set_latency_class(Background);
+    let end = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < end {
+        std::hint::spin_loop();
+    }
+    // argv[0], not current_exe(): a staged program's exe is the ELF loader.
+    let Some(exe) = std::env::args_os().next() else {
+        return 3;
+    };
+    let err = Command::new(exe).args(["--spin", &secs.to_string()]).exec();
+    eprintln!("exec failed: {err}");
+    4
+}
+
+/// exec() drops the old image's TLD entry (its pages are no longer read or
+/// pinned) and keeps its hints as inherited ones, as nice survives exec.
+fn exec(env: &Env) -> Result<String> {
+    let mut sched = Sched::start(env, &[])?;
+    let s0 = stats()?;
+    let (bg0, reg0) = (s0.class("background", "tasks"), s0.get("registered"));
+    let mut child = Command::new(&env.self_exe)
+        .args(["--exec-spin", "6"])
+        .stdin(Stdio::null())
+        .spawn()
+        .context("spawning the exec child")?;
+    let before = wait_stats(Duration::from_secs(5), |s| {
+        s.class("background", "tasks") > bg0 && s.get("registered") > reg0
+    });
+    let after = before.as_ref().ok().map(|_| {
+        wait_stats(Duration::from_secs(5), |s| {
+            s.get("registered") <= reg0 && s.class("background", "tasks") > bg0
+        })
+    });
+    let still_running = child.try_wait().ok().flatten().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    before.context("the child's background hint was never seen")?;
+    after.expect("set above").context(
+        "after exec, the old image's TLD entry is still registered, or its class was lost",
+    )?;
+    ensure!(still_running, "the child ended before the check");
+    sched.check()?;
+    sched.stop()?;
+    Ok("after exec: TLD entry dropped, background kept as inherited".into())
 }
