@@ -538,10 +538,17 @@ static __always_inline bool check_budget(struct task_ctx *tctx, struct hinted_st
  * preempt. Lowest class first; within a class the scan starts at the task's
  * previous CPU. A victim that is not background must be ahead of the waker in
  * virtual time, and a background guard slice is never preempted.
+ *
+ * Within the normal class, as under EEVDF, a waker that is behind the running
+ * task by more than a normal slice of virtual time preempts it: a sleeper
+ * that has used less than its share does not wait out a CPU hog's slice. The
+ * margin keeps two such tasks from preempting each other back and forth.
  */
 static s32 find_victim(struct task_struct *p, struct task_ctx *tctx, s32 cls)
 {
 	s32 rank = class_rank(cls), best = -1, best_rank = rank;
+	bool peer_ok = cls == SCX_HINT_CLASS_NORMAL;
+	u64 peer_margin = scale_inv(class_slice(SCX_HINT_CLASS_NORMAL), tctx->weight);
 	s32 prev = scx_bpf_task_cpu(p);
 	u32 zero = 0, i, n = nr_cpus;
 	u64 now = scx_bpf_now();
@@ -553,6 +560,7 @@ static s32 find_victim(struct task_struct *p, struct task_ctx *tctx, s32 cls)
 	bpf_for(i, 0, n) {
 		struct cpu_ctx *cctx;
 		s32 cpu = prev + i, vr;
+		bool peer;
 
 		if (cpu >= n)
 			cpu -= n;
@@ -562,7 +570,8 @@ static s32 find_victim(struct task_struct *p, struct task_ctx *tctx, s32 cls)
 		if (!cctx || cctx->protected)
 			continue;
 		vr = class_rank(READ_ONCE(cctx->cur_class));
-		if (vr >= best_rank)
+		peer = peer_ok && vr == rank && best < 0;
+		if (vr >= best_rank && !peer)
 			continue;
 		/* Except for background, the victim must be ahead in virtual time. */
 		if (vr > 0) {
@@ -571,7 +580,7 @@ static s32 find_victim(struct task_struct *p, struct task_ctx *tctx, s32 cls)
 				   scale_inv(now > start ? now - start : 0,
 					     READ_ONCE(cctx->cur_weight));
 
-			if (!time_before(tctx->vtime, vnow))
+			if (!time_before(tctx->vtime + (peer ? peer_margin : 0), vnow))
 				continue;
 		}
 		best = cpu;
