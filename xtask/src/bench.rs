@@ -236,6 +236,12 @@ fn install(krate: &str, version: &str, root: &Path, log: &Path) -> Result<()> {
         .arg(root)
         .args([krate, "--version", version])
         .env("CARGO_TARGET_DIR", root.join("build"))
+        // scx_utils' build script runs plain `clang` unless told otherwise;
+        // the project's BPF clang (.cargo/config.toml) is clang-19.
+        .env(
+            "BPF_CLANG",
+            std::env::var("BPF_CLANG").unwrap_or_else(|_| "clang-19".into()),
+        )
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)
@@ -254,6 +260,32 @@ fn install(krate: &str, version: &str, root: &Path, log: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// scx_hinted with its BPF hint reads compiled out
+/// (`-DSCX_HINTED_NO_HINT_READS`), for the BPF overhead comparison; built in
+/// a target directory of its own, the binary copied to
+/// target/xtask/hinted-noreads/scx_hinted_noreads.
+fn build_noreads() -> Result<PathBuf> {
+    let dir = util::cache_dir().join("hinted-noreads");
+    step("building scx_hinted with hint reads compiled out (release, own target dir)");
+    util::run(
+        util::cargo()
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "-p",
+                "scx_hinted",
+                "--bin",
+                "scx_hinted",
+            ])
+            .env("CARGO_TARGET_DIR", dir.join("target"))
+            .env("BPF_EXTRA_CFLAGS_POST_INCL", "-DSCX_HINTED_NO_HINT_READS"),
+    )?;
+    let bin = dir.join("scx_hinted_noreads");
+    std::fs::copy(dir.join("target/release/scx_hinted"), &bin)?;
+    Ok(bin)
 }
 
 /// Where a suite's results are.
@@ -298,6 +330,15 @@ pub fn run_suite(plan: &str, pubs: &Published) -> Result<SuiteOutcome> {
     let _ = std::fs::remove_file(&results);
     let mut scheds: Vec<(String, PathBuf)> = vec![("hinted".into(), rel.join("scx_hinted"))];
     scheds.extend(pubs.bins.iter().cloned());
+    if plan != "demo" {
+        match build_noreads() {
+            Ok(bin) => scheds.push(("hinted-noreads".into(), bin)),
+            Err(e) => loud(format!(
+                "scx_hinted without hint reads cannot be built, the BPF overhead goal is \
+                 measured by proxy: {e:#}"
+            )),
+        }
+    }
     let hintbench = rel.join("hintbench");
     let host_ok = Path::new("/sys/kernel/sched_ext/state").exists() && util::is_root();
     let suite_ok = if host_ok {

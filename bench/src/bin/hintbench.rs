@@ -140,10 +140,8 @@ fn run() -> Result<()> {
             if let Some(dir) = out_dir {
                 let md = report::write_all(&res, &dir)?;
                 if !demo {
+                    // The markdown ends with the goal lines.
                     print!("{md}");
-                }
-                for g in report::goals(&res) {
-                    println!("{}", g.line());
                 }
             }
             if check {

@@ -197,6 +197,15 @@ pub fn demo_table(res: &Results) -> String {
             ratio(n / h)
         );
     }
+    let missed = |c: &str| -> f64 { v.values(Scenario::Render, c, "missed").iter().sum() };
+    if v.med(Scenario::Render, "hinted-both", "missed").is_some() {
+        let _ = writeln!(
+            out,
+            "missed frames EEVDF / scx_hinted with hints: {:.0} / {:.0}",
+            missed("eevdf"),
+            missed("hinted-both")
+        );
+    }
     if let (Some(h), Some(f)) = (hinted, floor) {
         let _ = writeln!(
             out,

@@ -287,6 +287,9 @@ pub fn run(
             .map(|c| plan.scenarios.iter().filter(|s| runs_under(**s, c)).count())
             .sum::<usize>();
     let mut done = 0;
+    // Published schedulers that cannot attach on this kernel are left out
+    // (and listed with the reason) rather than failing the suite.
+    let mut unusable: BTreeMap<String, String> = BTreeMap::new();
     for rep in 0..plan.reps {
         // Alternate: odd repetitions run the groups and their members in
         // reverse order, so that no contender always runs first or last.
@@ -298,6 +301,9 @@ pub fn run(
             }
         }
         for (sched_key, members) in order {
+            if sched_key.as_ref().is_some_and(|k| unusable.contains_key(k)) {
+                continue;
+            }
             let mut running = match &sched_key {
                 None => None,
                 Some(k) => {
@@ -310,7 +316,26 @@ pub fn run(
                         Err(e) => {
                             let msg = format!("rep {rep}: cannot start {k}: {e:#}");
                             println!("hintbench: {msg}");
-                            res.errors.push(msg);
+                            let never_ran = !res
+                                .runs
+                                .iter()
+                                .any(|r| members.iter().any(|m| m.name == r.contender));
+                            if !k.starts_with("hinted") && never_ran {
+                                let why = format!("{e:#}");
+                                let last = why
+                                    .lines()
+                                    .rev()
+                                    .find(|l| !l.trim().is_empty())
+                                    .unwrap_or("")
+                                    .trim();
+                                let first = why.lines().next().unwrap_or("");
+                                unusable.insert(
+                                    k.clone(),
+                                    format!("{first} ... {last} (on kernel {})", res.kernel),
+                                );
+                            } else {
+                                res.errors.push(msg);
+                            }
                             continue;
                         }
                     }
@@ -370,8 +395,24 @@ pub fn run(
             }
         }
     }
+    for (k, why) in &unusable {
+        for c in res
+            .contenders
+            .iter()
+            .filter(|c| c.sched.as_ref() == Some(k))
+        {
+            res.skipped
+                .insert(c.name.clone(), format!("{k} cannot attach here: {why}"));
+        }
+        res.contenders.retain(|c| c.sched.as_ref() != Some(k));
+    }
     if plan.bpf_secs > 0.0 {
-        bpf_pass(&plan, scheds, tmp, cpus, &mut res);
+        let usable: BTreeMap<String, (PathBuf, Vec<String>)> = scheds
+            .iter()
+            .filter(|(k, _)| !unusable.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        bpf_pass(&plan, &usable, tmp, cpus, &mut res);
     }
     save(&res)?;
     Ok(res)
