@@ -32,6 +32,13 @@ else
     tee=(tee)
 fi
 
+# libbpf resolves __kconfig externs from /boot/config-$(uname -r), which the
+# host's read-only /boot lacks for the guest kernel: give the guest its own.
+if [ ! -e "/boot/config-$(uname -r)" ] && [ -e "/lib/modules/$(uname -r)/config" ] &&
+    mount -t tmpfs -o size=8m guest-boot /boot 2>/dev/null; then
+    cp "/lib/modules/$(uname -r)/config" "/boot/config-$(uname -r)"
+fi
+
 echo "@@scx-hints-guest $nonce start@@"
 SECONDS=0
 timeout -k 5 "$secs" bash "$out/job.sh" </dev/null 2>&1 | "${tee[@]}" "$GUEST_TMP/output"
