@@ -85,3 +85,52 @@ int tld_forget(void *ctx)
 	bpf_task_storage_delete(&tld_keys_map, bpf_get_current_task_btf());
 	return 0;
 }
+
+/*
+ * The cost of reading hints as a scheduler does per decision: look up the
+ * task's key cache (standing in for the scheduler's own task context), then,
+ * with_reads set, tld_object_init() and two cached tld_get()s. Run in a loop
+ * of n iterations so that the syscall's cost is spread thin; the bench times
+ * both variants and reports the difference per iteration.
+ */
+#include "hints.h"
+
+static const char bench_class_key[TLD_NAME_LEN] = SCX_HINT_KEY_LATENCY_CLASS;
+static const char bench_prio_key[TLD_NAME_LEN] = SCX_HINT_KEY_PRIORITY;
+
+struct tld_bench_args {
+	__u32 n;
+	__u32 with_reads;
+	__s64 sum;		/* out: keeps the reads from being dropped */
+};
+
+SEC("syscall")
+int tld_bench(struct tld_bench_args *args)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 n = args->n, with_reads = args->with_reads;
+	__s64 sum = 0;
+	int i;
+
+	bpf_for(i, 0, n) {
+		struct tld_object obj;
+		struct tld_keys *keys;
+		int *v;
+
+		keys = tld_keys_of(task);
+		if (!keys)
+			return 1;
+		if (!with_reads)
+			continue;
+		if (tld_object_init(task, keys, &obj))
+			return 2;
+		v = tld_get(&obj, 0, bench_class_key, int);
+		if (v)
+			sum += TLD_READ_ONCE(*v);
+		v = tld_get(&obj, 1, bench_prio_key, int);
+		if (v)
+			sum += TLD_READ_ONCE(*v);
+	}
+	args->sum = sum;
+	return 0;
+}

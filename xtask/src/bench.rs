@@ -151,10 +151,15 @@ fn sched(quick: bool, published: bool) -> Result<i32> {
 /// complete and sane (every contender that could be built ran every
 /// scenario, latencies and throughputs are plausible, every goal has a
 /// measured value, BPF statistics were read). The goals themselves are not
-/// asserted. For `cargo xtask test`.
-#[allow(dead_code)] // called from test.rs by the lead
-pub fn smoke() -> Result<()> {
-    let pubs = Published::build();
+/// asserted. For `cargo xtask test`, which leaves out the published
+/// schedulers (their crates.io build alone takes about ten minutes on two
+/// cores); `cargo xtask bench sched` includes them.
+pub fn smoke(with_published: bool) -> Result<()> {
+    let pubs = if with_published {
+        Published::build()
+    } else {
+        Published::none()
+    };
     let outcome = run_suite("quick", &pubs)?;
     let out_dir = outcome.dir.clone();
     let text = report(
@@ -263,12 +268,13 @@ fn install(krate: &str, version: &str, root: &Path, log: &Path) -> Result<()> {
 }
 
 /// scx_hinted with its BPF hint reads compiled out
-/// (`-DSCX_HINTED_NO_HINT_READS`), for the BPF overhead comparison; built in
-/// a target directory of its own, the binary copied to
-/// target/xtask/hinted-noreads/scx_hinted_noreads.
+/// (`-DSCX_HINTED_NO_HINT_READS`), for the BPF overhead comparison, copied to
+/// target/xtask/hinted-noreads/scx_hinted_noreads. Built in the workspace's
+/// own target directory (only scx_hinted recompiles, not its dependencies):
+/// call it before the normal build, which then recompiles scx_hinted back.
 fn build_noreads() -> Result<PathBuf> {
     let dir = util::cache_dir().join("hinted-noreads");
-    step("building scx_hinted with hint reads compiled out (release, own target dir)");
+    step("building scx_hinted with hint reads compiled out (release)");
     util::run(
         util::cargo()
             .args([
@@ -280,11 +286,11 @@ fn build_noreads() -> Result<PathBuf> {
                 "--bin",
                 "scx_hinted",
             ])
-            .env("CARGO_TARGET_DIR", dir.join("target"))
             .env("BPF_EXTRA_CFLAGS_POST_INCL", "-DSCX_HINTED_NO_HINT_READS"),
     )?;
+    std::fs::create_dir_all(&dir)?;
     let bin = dir.join("scx_hinted_noreads");
-    std::fs::copy(dir.join("target/release/scx_hinted"), &bin)?;
+    std::fs::copy(target_dir().join("release/scx_hinted"), &bin)?;
     Ok(bin)
 }
 
@@ -309,6 +315,7 @@ fn target_dir() -> PathBuf {
 /// one guest boot from tmpfs; the results land in target/bench/<dir>.
 pub fn run_suite(plan: &str, pubs: &Published) -> Result<SuiteOutcome> {
     crate::setup::host()?;
+    let noreads = (plan != "demo").then(build_noreads);
     let rel = crate::test::build_scheduler()?;
     step("building hintbench (release)");
     util::run(util::cargo().args([
@@ -330,14 +337,13 @@ pub fn run_suite(plan: &str, pubs: &Published) -> Result<SuiteOutcome> {
     let _ = std::fs::remove_file(&results);
     let mut scheds: Vec<(String, PathBuf)> = vec![("hinted".into(), rel.join("scx_hinted"))];
     scheds.extend(pubs.bins.iter().cloned());
-    if plan != "demo" {
-        match build_noreads() {
-            Ok(bin) => scheds.push(("hinted-noreads".into(), bin)),
-            Err(e) => loud(format!(
-                "scx_hinted without hint reads cannot be built, the BPF overhead goal is \
-                 measured by proxy: {e:#}"
-            )),
-        }
+    match noreads {
+        Some(Ok(bin)) => scheds.push(("hinted-noreads".into(), bin)),
+        Some(Err(e)) => loud(format!(
+            "scx_hinted without hint reads cannot be built, the BPF overhead goal is \
+             measured by proxy: {e:#}"
+        )),
+        None => {}
     }
     let hintbench = rel.join("hintbench");
     let host_ok = Path::new("/sys/kernel/sched_ext/state").exists() && util::is_root();

@@ -14,6 +14,11 @@ pub struct TestArgs {
     /// Skip the scheduler tests inside the sched_ext guest (not allowed in CI).
     #[arg(long)]
     pub no_guest: bool,
+
+    /// Also build scx_bpfland and scx_lavd from crates.io for the benchmark
+    /// smoke test (slow: about ten minutes on two cores the first time).
+    #[arg(long)]
+    pub with_published: bool,
 }
 
 #[derive(Default)]
@@ -151,6 +156,10 @@ pub fn run(args: TestArgs) -> Result<i32> {
         loud("SKIPPED: scheduler tests in the sched_ext guest (--no-guest)");
     } else {
         guest_tests(&mut tally);
+        tally.check(
+            "benchmark smoke test (cargo xtask bench sched --quick: report complete and sane)",
+            crate::bench::smoke(args.with_published),
+        );
     }
 
     if !tally.failures.is_empty() {

@@ -134,6 +134,32 @@ impl Fixture {
         }
     }
 
+    /// Runs the `tld_bench` loop in the calling thread: `n` iterations of a
+    /// key-cache lookup, plus, `with_reads`, the scheduler's two hint reads.
+    /// Returns the wall time of the run and the sum of the values read.
+    #[allow(clippy::field_reassign_with_default)]
+    pub fn bench_reads(&self, n: u32, with_reads: bool) -> (std::time::Duration, i64) {
+        let mut args = reader::types::tld_bench_args {
+            n,
+            with_reads: with_reads as u32,
+            ..Default::default()
+        };
+        // SAFETY: plain data generated from the object's BTF.
+        let bytes = unsafe { as_bytes_mut(&mut args) };
+        let mut input = ProgramInput::default();
+        input.context_in = Some(bytes);
+        let t = std::time::Instant::now();
+        let r = self
+            .skel
+            .progs
+            .tld_bench
+            .test_run(input)
+            .expect("running tld_bench");
+        let took = t.elapsed();
+        assert_eq!(r.return_value, 0, "tld_bench failed ({})", r.return_value);
+        (took, args.sum)
+    }
+
     /// Drops the calling thread's BPF key cache.
     pub fn forget(&self) {
         let input = ProgramInput::default();
