@@ -29,8 +29,9 @@
  *   slices, no wakeup credit, never preempts. background waits in its own
  *   queue that a CPU serves only when no other work is queued, except that
  *   each CPU serves it at least once every bg_period_ns (a guaranteed
- *   minimum share; that slice is not preempted), so it never starves and the
- *   watchdog never fires.
+ *   minimum share; that slice yields only to critical and interactive, and
+ *   only after bg_guard_min_ns), so it never starves and the watchdog never
+ *   fires.
  *
  * - Abuse budget. A critical or interactive thread that runs longer than its
  *   class budget without sleeping is scheduled as normal for the rest of that
@@ -95,6 +96,8 @@ const volatile u64 budget_ns[HINTED_NR_CLASSES] = {
 };
 /* Longest time a CPU serves other work while background waits. */
 const volatile u64 bg_period_ns = 57000000;
+/* How long a guard slice runs before critical and interactive may preempt it. */
+const volatile u64 bg_guard_min_ns = 1000000;
 const volatile bool inherit_on_fork = true;
 const volatile bool allow_all;
 const volatile u32 nr_allow_uids = 1;
@@ -537,7 +540,7 @@ static __always_inline bool check_budget(struct task_ctx *tctx, struct hinted_st
  * On a wakeup with no idle CPU: a CPU whose running task the waker may
  * preempt. Lowest class first; within a class the scan starts at the task's
  * previous CPU. A victim that is not background must be ahead of the waker in
- * virtual time, and a background guard slice is never preempted.
+ * virtual time.
  *
  * Within the normal class, as under EEVDF, a waker that is behind the running
  * task by more than a normal slice of virtual time preempts it: a sleeper
@@ -548,6 +551,7 @@ static s32 find_victim(struct task_struct *p, struct task_ctx *tctx, s32 cls)
 {
 	s32 rank = class_rank(cls), best = -1, best_rank = rank;
 	bool peer_ok = cls == SCX_HINT_CLASS_NORMAL;
+	bool elevated = cls == SCX_HINT_CLASS_CRITICAL || cls == SCX_HINT_CLASS_INTERACTIVE;
 	u64 peer_margin = scale_inv(class_slice(SCX_HINT_CLASS_NORMAL), tctx->weight);
 	s32 prev = scx_bpf_task_cpu(p);
 	u32 zero = 0, i, n = nr_cpus;
@@ -567,7 +571,16 @@ static s32 find_victim(struct task_struct *p, struct task_ctx *tctx, s32 cls)
 		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
 			continue;
 		cctx = bpf_map_lookup_percpu_elem(&cpu_ctxs, &zero, cpu);
-		if (!cctx || cctx->protected)
+		if (!cctx)
+			continue;
+		/*
+		 * A background guard slice yields only to critical and
+		 * interactive, and only once it has run bg_guard_min_ns: such a
+		 * wakeup waits at most that long, and background still runs at
+		 * least that long per period on every CPU.
+		 */
+		if (cctx->protected &&
+		    (!elevated || now - READ_ONCE(cctx->cur_start) < bg_guard_min_ns))
 			continue;
 		vr = class_rank(READ_ONCE(cctx->cur_class));
 		peer = peer_ok && vr == rank && best < 0;
