@@ -156,6 +156,10 @@ pub fn run(args: TestArgs) -> Result<i32> {
         loud("SKIPPED: scheduler tests in the sched_ext guest (--no-guest)");
     } else {
         guest_tests(&mut tally);
+        tally.cargo_test(
+            "guest harness API (boots the guest 3 times)",
+            util::cargo().args(["test", "-q", "-p", "xtask", "--", "--ignored", "guest_api"]),
+        );
         tally.check(
             "benchmark smoke test (cargo xtask bench sched --quick: report complete and sane)",
             crate::bench::smoke(args.with_published),

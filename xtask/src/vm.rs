@@ -850,7 +850,8 @@ mod tests {
     }
 
     /// Boots the guest twice through the public API (root, about 30 s):
-    /// `cargo test -p xtask -- --ignored guest_api`.
+    /// `cargo test -p xtask -- --ignored guest_api` (run by `cargo xtask
+    /// test` in its guest step; ignored in plain unit-test runs).
     #[test]
     #[ignore]
     fn guest_api_round_trip() {
