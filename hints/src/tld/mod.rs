@@ -432,6 +432,86 @@ mod tests {
         .unwrap();
     }
 
+    /// Threads fork at once while others keep passing through the claim
+    /// gate: every child must be able to fork and create a key in turn.
+    /// Each fork's gate must be its own (a shared "forking" flag cleared by
+    /// the first parent let claims start under the second fork, and its
+    /// child inherited a claim count no thread of its would ever drop).
+    #[test]
+    fn concurrent_forks_leave_usable_children() {
+        use std::sync::atomic::AtomicBool;
+        no_map_here();
+        get_or_create_key::<u32>("test.fork_storm").unwrap();
+        const FORKERS: usize = 4;
+        const FORKS: usize = 40;
+        let stop = AtomicBool::new(false);
+        let start = std::sync::Barrier::new(FORKERS);
+        let failures: Vec<String> = std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    // Each call enters and leaves the claim gate (the name exists).
+                    while !stop.load(Ordering::Relaxed) {
+                        let _ = create_key::<u32>("test.fork_storm");
+                    }
+                });
+            }
+            let forkers: Vec<_> = (0..FORKERS)
+                .map(|_| {
+                    let start = &start;
+                    s.spawn(move || {
+                        start.wait();
+                        let mut failures = Vec::new();
+                        for _ in 0..FORKS {
+                            // SAFETY: the child forks, creates a key and
+                            // leaves with _exit; a watchdog ends it if it hangs.
+                            let pid = unsafe { libc::fork() };
+                            if pid == 0 {
+                                // SAFETY: alarm is async-signal-safe.
+                                unsafe { libc::alarm(5) };
+                                // SAFETY: the grandchild exits at once.
+                                let grandchild = unsafe { libc::fork() };
+                                if grandchild == 0 {
+                                    unsafe { libc::_exit(0) };
+                                }
+                                let mut st = 0;
+                                // SAFETY: waits for our own child.
+                                unsafe { libc::waitpid(grandchild, &mut st, 0) };
+                                let ok = grandchild > 0
+                                    && create_key::<u8>("test.fork_storm_child").is_ok();
+                                // SAFETY: ends the child without the harness.
+                                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+                            }
+                            let mut status = 0;
+                            // SAFETY: waits for our own child.
+                            unsafe { libc::waitpid(pid, &mut status, 0) };
+                            if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+                                failures.push(if libc::WIFSIGNALED(status) {
+                                    format!("child hung (signal {})", libc::WTERMSIG(status))
+                                } else {
+                                    format!("child failed (status {status:#x})")
+                                });
+                            }
+                        }
+                        failures
+                    })
+                })
+                .collect();
+            let failures = forkers
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect();
+            stop.store(true, Ordering::Relaxed);
+            failures
+        });
+        assert!(
+            failures.is_empty(),
+            "{} of {} children could not fork or create a key: {:?}",
+            failures.len(),
+            FORKERS * FORKS,
+            &failures[..failures.len().min(5)]
+        );
+    }
+
     #[test]
     fn a_fork_waits_for_claims_in_flight() {
         no_map_here();
