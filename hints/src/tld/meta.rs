@@ -85,6 +85,42 @@ pub fn page() -> Result<&'static MetaPage, KeyError> {
         // SAFETY: once published, the page lives until the process exits.
         return Ok(unsafe { &*p });
     }
+    let new = page_new()?;
+    match META.compare_exchange(ptr::null_mut(), new, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {
+            super::map::install_fork_handler();
+            // SAFETY: just published; never unmapped.
+            Ok(unsafe { &*new })
+        }
+        Err(winner) => {
+            // SAFETY: `new` was never published.
+            unsafe { libc::munmap(new as *mut libc::c_void, abi::PAGE_SIZE) };
+            // SAFETY: as above, the winner's page lives forever.
+            Ok(unsafe { &*winner })
+        }
+    }
+}
+
+/// Replaces the process's metadata page with a new, empty one (the old one
+/// is leaked) and makes every thread register again. Only for a test
+/// process that owns all keys: keys of the old page are not carried over.
+pub fn replace_page_for_test() -> Result<&'static MetaPage, KeyError> {
+    let old = META.load(Ordering::Acquire);
+    let new = page_new()?;
+    if META
+        .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        // SAFETY: `new` was never published.
+        unsafe { libc::munmap(new as *mut libc::c_void, abi::PAGE_SIZE) };
+    }
+    super::map::install_fork_handler();
+    super::map::EPOCH.fetch_add(1, Ordering::Release);
+    page()
+}
+
+/// A new metadata page, not yet published.
+fn page_new() -> Result<*mut MetaPage, KeyError> {
     // SAFETY: an anonymous private mapping; the result is checked.
     let new = unsafe {
         libc::mmap(
@@ -107,19 +143,7 @@ pub fn page() -> Result<&'static MetaPage, KeyError> {
         (*new).hdr_size = abi::META_HDR_SIZE as u16;
         (*new).cookie = sys::random_u32();
     }
-    match META.compare_exchange(ptr::null_mut(), new, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => {
-            super::map::install_fork_handler();
-            // SAFETY: just published; never unmapped.
-            Ok(unsafe { &*new })
-        }
-        Err(winner) => {
-            // SAFETY: `new` was never published.
-            unsafe { libc::munmap(new as *mut libc::c_void, abi::PAGE_SIZE) };
-            // SAFETY: as above, the winner's page lives forever.
-            Ok(unsafe { &*winner })
-        }
-    }
+    Ok(new)
 }
 
 /// The page if it exists, without creating it.

@@ -326,6 +326,15 @@ pub fn map_pin_path() -> String {
 pub mod testing {
     pub use super::map::epoch;
     pub use super::meta::fork_waiting;
+
+    /// Starts the process over with an empty metadata page (the old one is
+    /// leaked) and makes every thread register again on its next access.
+    /// Only for a test process that owns every key: existing keys, static
+    /// ones included, are not carried over, and threads that touched their
+    /// block before keep its old size.
+    pub fn replace_meta_page() {
+        super::meta::replace_page_for_test().expect("mapping a metadata page");
+    }
     pub use super::thread::{block_address, release as release_thread};
 
     /// The number of keys the process has created.
