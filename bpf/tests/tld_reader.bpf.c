@@ -92,27 +92,39 @@ int tld_forget(void *ctx)
  * with_reads set, tld_object_init() and two cached tld_get()s. Run in a loop
  * of n iterations so that the syscall's cost is spread thin; the bench times
  * both variants and reports the difference per iteration.
+ *
+ * Adversarial variants (with_reads set): adversary & TLD_BENCH_NEW_COOKIE
+ * rewrites the metadata page's cookie before every decision (as an
+ * application may), adversary & TLD_BENCH_ABSENT_KEY reads a third key that
+ * never exists.
  */
 #include "hints.h"
 
+#define TLD_BENCH_NEW_COOKIE	1
+#define TLD_BENCH_ABSENT_KEY	2
+
 static const char bench_class_key[TLD_NAME_LEN] = SCX_HINT_KEY_LATENCY_CLASS;
 static const char bench_prio_key[TLD_NAME_LEN] = SCX_HINT_KEY_PRIORITY;
+static const char bench_absent_key[TLD_NAME_LEN] = "bench.never.created";
 
 struct tld_bench_args {
 	__u32 n;
 	__u32 with_reads;
 	__s64 sum;		/* out: keeps the reads from being dropped */
+	__u32 adversary;
+	__u32 pad;
 };
 
 SEC("syscall")
 int tld_bench(struct tld_bench_args *args)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	__u32 n = args->n, with_reads = args->with_reads;
+	__u32 n = args->n, with_reads = args->with_reads, adversary = args->adversary;
 	__s64 sum = 0;
 	int i;
 
 	bpf_for(i, 0, n) {
+		struct tld_map_value *val;
 		struct tld_object obj;
 		struct tld_keys *keys;
 		int *v;
@@ -122,14 +134,24 @@ int tld_bench(struct tld_bench_args *args)
 			return 1;
 		if (!with_reads)
 			continue;
+		if (adversary & TLD_BENCH_NEW_COOKIE) {
+			val = bpf_task_storage_get(&scx_hints_tld, task, 0, 0);
+			if (val && val->meta)
+				val->meta->cookie += 1;
+		}
 		if (tld_object_init(task, keys, &obj))
-			return 2;
+			continue;
 		v = tld_get(&obj, 0, bench_class_key, int);
 		if (v)
 			sum += TLD_READ_ONCE(*v);
 		v = tld_get(&obj, 1, bench_prio_key, int);
 		if (v)
 			sum += TLD_READ_ONCE(*v);
+		if (adversary & TLD_BENCH_ABSENT_KEY) {
+			v = tld_get(&obj, 2, bench_absent_key, int);
+			if (v)
+				sum += TLD_READ_ONCE(*v);
+		}
 	}
 	args->sum = sum;
 	return 0;

@@ -20,6 +20,10 @@ pub mod reader {
 use reader::types::tld_read_args;
 use reader::TldReaderSkel;
 
+/// Bench adversaries (tld_reader.bpf.c, TLD_BENCH_*).
+pub const BENCH_NEW_COOKIE: u32 = 1;
+pub const BENCH_ABSENT_KEY: u32 = 2;
+
 /// The compiled BPF object, for the BTF test.
 pub const READER_OBJECT: &str = concat!(env!("OUT_DIR"), "/tld_reader.bpf.o");
 
@@ -137,11 +141,24 @@ impl Fixture {
     /// Runs the `tld_bench` loop in the calling thread: `n` iterations of a
     /// key-cache lookup, plus, `with_reads`, the scheduler's two hint reads.
     /// Returns the wall time of the run and the sum of the values read.
-    #[allow(clippy::field_reassign_with_default)]
     pub fn bench_reads(&self, n: u32, with_reads: bool) -> (std::time::Duration, i64) {
+        self.bench_reads_against(n, with_reads, 0)
+    }
+
+    /// [`Fixture::bench_reads`] with an adversary: [`BENCH_NEW_COOKIE`]
+    /// rewrites the metadata page's cookie before every decision,
+    /// [`BENCH_ABSENT_KEY`] adds a read of a key that never exists.
+    #[allow(clippy::field_reassign_with_default)]
+    pub fn bench_reads_against(
+        &self,
+        n: u32,
+        with_reads: bool,
+        adversary: u32,
+    ) -> (std::time::Duration, i64) {
         let mut args = reader::types::tld_bench_args {
             n,
             with_reads: with_reads as u32,
+            adversary,
             ..Default::default()
         };
         // SAFETY: plain data generated from the object's BTF.
