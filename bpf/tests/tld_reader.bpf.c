@@ -10,6 +10,7 @@
 
 #define TLD_CACHED_KEYS 64
 #define TLD_WANT_KEYS_MAP
+#define TLD_COUNT_WORK
 #include "tld.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
@@ -75,6 +76,73 @@ int tld_read(struct tld_read_args *args)
 	args->value = value;
 	if (slot < TLD_CACHED_KEYS)
 		args->cached = keys->off[slot];
+	return 0;
+}
+
+/* In and out of tld_fuzz_read; one fuzz case. */
+struct tld_fuzz_args {
+	char name[TLD_NAME_LEN];	/* in: the key's name (may lack a NUL) */
+	__u16 size;			/* in: bytes to read: 1, 2, 4 or 8 */
+	__u32 fresh;			/* in: 1: an empty key cache; 0: the task's own */
+	__s32 init_err;			/* out: tld_object_init's result */
+	__s32 found;			/* out: 1 if a value was read */
+	__s32 cached;			/* out: key-cache slot 0 after the read */
+	__u32 pad;
+	__u64 value;			/* out: the value, zero-extended */
+};
+
+/*
+ * One decision as a scheduler makes it, on whatever the test wrote into the
+ * calling thread's pages: tld_object_init() and one tld_get() (slot 0).
+ */
+SEC("syscall")
+int tld_fuzz_read(struct tld_fuzz_args *args)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct tld_keys fresh = {};
+	char name[TLD_NAME_LEN];
+	struct tld_object obj;
+	struct tld_keys *keys;
+	__u64 value = 0;
+	bool found = false;
+	int err;
+
+	__builtin_memcpy(name, args->name, TLD_NAME_LEN);
+	keys = args->fresh ? &fresh : tld_keys_of(task);
+	if (!keys)
+		return 1;
+	err = tld_object_init(task, keys, &obj);
+	if (err)
+		goto out;
+	switch (args->size) {
+	case 1: {
+		__u8 *p = tld_get(&obj, 0, name, __u8);
+		if (p) { value = *p; found = true; }
+		break;
+	}
+	case 2: {
+		__u16 *p = tld_get(&obj, 0, name, __u16);
+		if (p) { value = *p; found = true; }
+		break;
+	}
+	case 4: {
+		__u32 *p = tld_get(&obj, 0, name, __u32);
+		if (p) { value = *p; found = true; }
+		break;
+	}
+	default: {
+		__u64 *p = tld_get(&obj, 0, name, __u64);
+		if (p) { value = *p; found = true; }
+		break;
+	}
+	}
+out:
+	/* One store per field, in one place: the verifier refuses a context
+	 * store through an offset the compiler computed from merged paths. */
+	args->init_err = err;
+	args->found = found;
+	args->value = value;
+	args->cached = keys->off[0];
 	return 0;
 }
 
