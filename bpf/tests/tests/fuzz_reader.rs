@@ -14,6 +14,7 @@
 //!   exists costs no search while the page has no newer entry, and a search
 //!   compares each entry's name once per cache.
 //!
+//! Each run draws new cases from a seed taken from the clock;
 //! `TLD_FUZZ_SEED` replays a run (every failure prints its seed and case);
 //! `TLD_FUZZ_CASES` sets the number of single-decision cases (default
 //! 100,000).
@@ -364,7 +365,10 @@ fn check(
 fn seed() -> u64 {
     match std::env::var("TLD_FUZZ_SEED") {
         Ok(s) => s.parse().expect("TLD_FUZZ_SEED: an integer"),
-        Err(_) => 0x5eed_7d1d_2026_0001,
+        // New cases every run; each failure names the seed to replay it.
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
     }
 }
 
@@ -455,9 +459,9 @@ fn random_pages_read_right_or_counted() {
 /// cache is dropped, a full search paid, at most once per interval.
 #[test]
 fn rewritten_cookie_costs_one_search_per_interval() {
-    let seed = seed() ^ 0xc00c1e;
+    let seed = seed();
     with_pages(|fx, meta, data| {
-        let mut rng = Rng(seed | 1);
+        let mut rng = Rng((seed ^ 0xc00c1e) | 1);
         let n = cases() / 5;
         fx.forget();
         let (mut resets, mut throttled) = (0u64, 0u64);
@@ -594,7 +598,8 @@ fn absent_key_is_not_searched_again() {
 fn keys_appearing_mid_search_read_right_or_not_at_all() {
     with_pages(|fx, meta, data| {
         fx.register_pages(data.addr(), meta.addr(), 0).unwrap();
-        let mut rng = Rng(seed() ^ 0xa77e4d | 1);
+        let seed = seed();
+        let mut rng = Rng((seed ^ 0xa77e4d) | 1);
         let mut decisions = 0usize;
         let mut found_early = 0usize;
         for round in 0..100u32 {
@@ -633,16 +638,27 @@ fn keys_appearing_mid_search_read_right_or_not_at_all() {
                     let finished = done.load(Ordering::Acquire);
                     let out = fx.fuzz_read(&name, 8, false);
                     decisions += 1;
-                    assert_eq!(out.init_err, 0, "round {round}");
+                    assert_eq!(out.init_err, 0, "seed {seed} round {round}");
                     match out.value {
                         Some(v) => {
-                            assert_eq!(v, 1000 + target as u64, "round {round}: a wrong value");
-                            assert_eq!(out.cached, 8 + 8 * target as i32, "round {round}");
+                            assert_eq!(
+                                v,
+                                1000 + target as u64,
+                                "seed {seed} round {round}: a wrong value"
+                            );
+                            assert_eq!(
+                                out.cached,
+                                8 + 8 * target as i32,
+                                "seed {seed} round {round}"
+                            );
                             if !finished {
                                 found_early += 1;
                             }
                         }
-                        None => assert!(!finished, "round {round}: not found once complete"),
+                        None => assert!(
+                            !finished,
+                            "seed {seed} round {round}: not found once complete"
+                        ),
                     }
                     if finished {
                         break;
