@@ -83,7 +83,8 @@ struct tld_btf_anchor tld_btf_anchor SEC(".bss");
  * metadata page, so the next search only compares newer entries, and none
  * at all while the page has no newer entry. cookie is the metadata page's:
  * a new page (after exec) drops the cache, at most once per
- * TLD_RESET_INTERVAL_NS (reset_ns: when it last did). Zeroed is empty. */
+ * TLD_RESET_INTERVAL_NS (reset_ns: when it last did; the first fill of a
+ * zeroed, never-filled cache does not count). Zeroed is empty. */
 struct tld_keys {
 	__u32 cookie;
 	__s16 off[TLD_CACHED_KEYS];
@@ -176,10 +177,13 @@ static __always_inline int tld_object_init(struct task_struct *task, struct tld_
 			__sync_fetch_and_add(&tld_stats.throttled, 1);
 			return -EAGAIN;
 		}
+		/* The first fill of a never-filled cache starts no interval:
+		 * else an exec soon after it would go unseen for 10 ms. */
+		if (keys->cookie || keys->reset_ns)
+			keys->reset_ns = now;
 		for (i = 0; i < TLD_CACHED_KEYS; i++)
 			keys->off[i] = 0;
 		keys->cookie = cookie;
-		keys->reset_ns = now;
 	}
 	obj->keys = keys;
 	return 0;
