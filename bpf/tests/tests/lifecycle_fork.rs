@@ -38,7 +38,12 @@ fn forked_child_registers_again() {
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
         // SAFETY: alarm is async-signal-safe; it ends a child that hangs.
-        unsafe { libc::alarm(20) };
+        // Closing the parent's pipe ends makes a dead parent an EOF.
+        unsafe {
+            libc::alarm(20);
+            libc::close(parent_wrote_tx);
+            libc::close(child_wrote_rx);
+        }
         // Before any access, the child's thread is unknown to the kernel.
         let before = fx.read("fork.value", 8, 0).init_err;
         // The copied block holds the parent's value from before the fork.
@@ -64,6 +69,11 @@ fn forked_child_registers_again() {
         // SAFETY: ends the child without running the parent's test harness.
         unsafe { libc::_exit(code) };
     }
+    // SAFETY: closes the child's pipe ends: a dead child is an EOF, not a hang.
+    unsafe {
+        libc::close(child_wrote_tx);
+        libc::close(parent_wrote_rx);
+    }
     // The parent writes after the fork, once the child has written too.
     assert!(wait_for(child_wrote_rx), "the child died before writing");
     key.set(3);
@@ -86,12 +96,7 @@ fn forked_child_registers_again() {
     // The parent's entry is untouched by the child.
     assert_eq!(fx.read("fork.value", 8, 0).value, Some(3));
     assert_eq!(key.get(), Some(3));
-    for fd in [
-        parent_wrote_rx,
-        parent_wrote_tx,
-        child_wrote_rx,
-        child_wrote_tx,
-    ] {
+    for fd in [parent_wrote_tx, child_wrote_rx] {
         // SAFETY: closes our own descriptors.
         unsafe { libc::close(fd) };
     }
