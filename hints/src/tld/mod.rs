@@ -462,15 +462,17 @@ mod tests {
     /// Reads the `words` 8-byte words at `addr` while `set` stores values
     /// whose 4-byte halves are all equal, in rounds until the reader saw the
     /// value change often enough (both threads on a CPU at once: a writer
-    /// preempted mid-value is rare). Returns the words seen torn (halves
-    /// unequal) and the reads.
+    /// preempted mid-value is rare), for up to a minute: on a loaded host a
+    /// round can pass without the two ever running together. Returns the
+    /// words seen torn (halves unequal) and the reads.
     fn torn_words(addr: usize, words: usize, mut set: impl FnMut(u32)) -> (u64, u64) {
         use std::sync::atomic::{AtomicBool, AtomicU64};
         const READS: u64 = 2_000_000;
         const CHANGES: u64 = 2_000;
         let (mut torn, mut reads, mut changes) = (0, 0, 0);
         let mut i = 0u32;
-        for _round in 0..40 {
+        let begin = std::time::Instant::now();
+        while changes < CHANGES && begin.elapsed() < std::time::Duration::from_secs(60) {
             let (started, done) = (AtomicBool::new(false), AtomicBool::new(false));
             let (t, c) = std::thread::scope(|s| {
                 let reader = s.spawn(|| {
@@ -502,9 +504,6 @@ mod tests {
                 reader.join().unwrap()
             });
             (torn, reads, changes) = (torn + t, reads + READS, changes + c);
-            if changes >= CHANGES {
-                break;
-            }
         }
         assert!(
             changes >= CHANGES,
