@@ -33,6 +33,16 @@
 #define TLD_CACHED_KEYS 8
 #endif
 
+/*
+ * A metadata page whose cookie differs from the one the key cache holds drops
+ * the cache (a new page, after exec) at most once per this interval per
+ * task; a decision in between reads no hints (-EAGAIN, counted). This bounds
+ * the full key searches an application can force by rewriting its cookie.
+ */
+#ifndef TLD_RESET_INTERVAL_NS
+#define TLD_RESET_INTERVAL_NS 10000000ULL	/* 10 ms */
+#endif
+
 #ifndef TLD_KEYS_CREATE_RETRIES
 #define TLD_KEYS_CREATE_RETRIES 3
 #endif
@@ -42,6 +52,9 @@
 #endif
 #ifndef EINVAL
 #define EINVAL 22
+#endif
+#ifndef EAGAIN
+#define EAGAIN 11
 #endif
 
 struct {
@@ -67,18 +80,33 @@ struct tld_btf_anchor tld_btf_anchor SEC(".bss");
 
 /* Per-task key cache. off[i] > 0: key i's offset in the thread's block;
  * off[i] <= 0: key i not found among the first -off[i] entries of the
- * metadata page, so the next search only compares newer entries. cookie is
- * the metadata page's: a new page (after exec) drops the cache. */
+ * metadata page, so the next search only compares newer entries, and none
+ * at all while the page has no newer entry. cookie is the metadata page's:
+ * a new page (after exec) drops the cache, at most once per
+ * TLD_RESET_INTERVAL_NS (reset_ns: when it last did; the first fill of a
+ * zeroed, never-filled cache does not count). Zeroed is empty. */
 struct tld_keys {
 	__u32 cookie;
 	__s16 off[TLD_CACHED_KEYS];
+	__u64 reset_ns;
 };
 
-/* Counters of data that made no sense; read by user space from .bss. */
+/*
+ * Read by user space from .bss. Each decision (tld_object_init and one
+ * tld_get) adds at most 1 to one counter: a decision that counted nothing
+ * read a value or found no such key in sound data.
+ */
 struct tld_stats {
 	__u64 bad_magic;	/* metadata page without TLD_MAGIC / TLD_VERSION */
-	__u64 bad_meta;		/* absurd count or size, unterminated name */
+	__u64 bad_meta;		/* absurd count or size, unterminated name, size mismatch */
 	__u64 bad_offset;	/* block or key outside its page or capacity */
+	__u64 throttled;	/* cookie changed again within TLD_RESET_INTERVAL_NS */
+#ifdef TLD_COUNT_WORK
+	/* Work of the key searches, for tests of its bound. */
+	__u64 searches;		/* tld_resolve calls */
+	__u64 entries;		/* entries walked */
+	__u64 names;		/* names compared */
+#endif
 };
 struct tld_stats tld_stats SEC(".bss");
 
@@ -93,10 +121,17 @@ struct tld_object {
 
 #define TLD_READ_ONCE(x) (*(volatile typeof(x) *)&(x))
 
+#ifdef TLD_COUNT_WORK
+#define TLD_COUNT_WORK_ADD(field, n) __sync_fetch_and_add(&tld_stats.field, n)
+#else
+#define TLD_COUNT_WORK_ADD(field, n) do { } while (0)
+#endif
+
 /*
  * Looks up the thread's registration and checks the header of its pages.
- * Returns 0, -ENOENT when the thread published nothing (use defaults), or
- * -EINVAL for bad data (counted).
+ * Returns 0, -ENOENT when the thread published nothing (use defaults),
+ * -EINVAL for bad data (counted), or -EAGAIN when the page's cookie changed
+ * again too soon to search its keys anew (counted; use defaults).
  */
 static __always_inline int tld_object_init(struct task_struct *task, struct tld_keys *keys,
 					   struct tld_object *obj)
@@ -136,6 +171,16 @@ static __always_inline int tld_object_init(struct task_struct *task, struct tld_
 
 	cookie = TLD_READ_ONCE(obj->meta->cookie);
 	if (keys->cookie != cookie) {
+		__u64 now = bpf_ktime_get_ns();
+
+		if (keys->reset_ns && now - keys->reset_ns < TLD_RESET_INTERVAL_NS) {
+			__sync_fetch_and_add(&tld_stats.throttled, 1);
+			return -EAGAIN;
+		}
+		/* The first fill of a never-filled cache starts no interval:
+		 * else an exec soon after it would go unseen for 10 ms. */
+		if (keys->cookie || keys->reset_ns)
+			keys->reset_ns = now;
 		for (i = 0; i < TLD_CACHED_KEYS; i++)
 			keys->off[i] = 0;
 		keys->cookie = cookie;
@@ -144,8 +189,10 @@ static __always_inline int tld_object_init(struct task_struct *task, struct tld_
 	return 0;
 }
 
-/* Compares a metadata entry's name with `name` (TLD_NAME_LEN bytes readable). */
-static __noinline bool tld_name_eq(const char *entry, const char *name)
+/* Compares a metadata entry's name with `name` (TLD_NAME_LEN bytes
+ * readable): 1 equal, 0 different, -1 equal for TLD_NAME_LEN bytes without a
+ * NUL (not a valid name). */
+static __noinline int tld_name_cmp(const char *entry, const char *name)
 {
 	int j;
 
@@ -153,23 +200,26 @@ static __noinline bool tld_name_eq(const char *entry, const char *name)
 		char a = entry[j];
 
 		if (a != name[j])
-			return false;
+			return 0;
 		if (!a)
-			return true;
+			return 1;
 	}
-	/* Equal for TLD_NAME_LEN bytes without a NUL: not a valid name. */
-	__sync_fetch_and_add(&tld_stats.bad_meta, 1);
-	return false;
+	return -1;
 }
 
 /*
  * Finds `name` among the entries of the metadata page, comparing names from
  * entry `from` on (earlier entries were compared by a previous search).
  * Returns the key's offset in the block (> 0), or minus the number of entries
- * searched. The search stops at the first entry whose size is still 0: that
- * slot is being written, and caching a miss past it would hide its key for
- * good. A key whose size is not `want` is bad data (the reader would read a
- * neighbour's bytes): counted, and not cached as found.
+ * known not to hold it. The search stops at the first entry whose size is
+ * still 0: that slot is being written, and caching a miss past it would hide
+ * its key for good. Bad data (an absurd count or size, an unterminated name,
+ * or the key at a size other than `want`, which would read a neighbour's
+ * bytes) ends the search, counted once.
+ *
+ * Cost: nothing when the page has no entry past `from`; otherwise one pass
+ * over at most TLD_MAX_KEYS entries (a size load each) that compares only
+ * the names from `from` on.
  *
  * Ordering: the name is written before the size is published (release).
  * Here the size is read first, then the name, with a compiler barrier in
@@ -185,33 +235,43 @@ static __noinline int tld_resolve(struct tld_meta_page *meta, const char *name, 
 	cnt = TLD_READ_ONCE(meta->cnt);
 	if (cnt > TLD_MAX_KEYS) {
 		__sync_fetch_and_add(&tld_stats.bad_meta, 1);
-		cnt = TLD_MAX_KEYS;
+		return -from;
 	}
+	if (cnt <= from)
+		return -from;
+	TLD_COUNT_WORK_ADD(searches, 1);
 	bpf_for(i, 0, cnt) {
 		__u32 size;
+		int eq;
 
 		if (i >= TLD_MAX_KEYS)
 			break;
+		TLD_COUNT_WORK_ADD(entries, 1);
 		size = TLD_READ_ONCE(meta->entries[i].size);
 		if (!size)
 			return -i;
 		/* The name is written before the size is published. */
 		asm volatile("" ::: "memory");
-		if (size > TLD_MAX_KEY_SIZE) {
-			__sync_fetch_and_add(&tld_stats.bad_meta, 1);
-			return -i;
-		}
-		if (i >= from && tld_name_eq(meta->entries[i].name, name)) {
-			if (size == want)
+		if (size > TLD_MAX_KEY_SIZE)
+			goto bad;
+		if (i >= from) {
+			TLD_COUNT_WORK_ADD(names, 1);
+			eq = tld_name_cmp(meta->entries[i].name, name);
+			if (eq < 0)
+				goto bad;
+			if (eq) {
+				if (size != want)
+					goto bad;
 				return off;
-			__sync_fetch_and_add(&tld_stats.bad_meta, 1);
-			return -i;
+			}
 		}
 		off += (size + TLD_ALIGN - 1) & ~(TLD_ALIGN - 1);
-		if (off >= TLD_PAGE_SIZE) {
-			__sync_fetch_and_add(&tld_stats.bad_meta, 1);
-			return -i;
-		}
+		if (off >= TLD_PAGE_SIZE)
+			goto bad;
+		continue;
+bad:
+		__sync_fetch_and_add(&tld_stats.bad_meta, 1);
+		return -i;
 	}
 	return -cnt;
 }

@@ -20,6 +20,10 @@ pub mod reader {
 use reader::types::tld_read_args;
 use reader::TldReaderSkel;
 
+/// Bench adversaries (tld_reader.bpf.c, TLD_BENCH_*).
+pub const BENCH_NEW_COOKIE: u32 = 1;
+pub const BENCH_ABSENT_KEY: u32 = 2;
+
 /// The compiled BPF object, for the BTF test.
 pub const READER_OBJECT: &str = concat!(env!("OUT_DIR"), "/tld_reader.bpf.o");
 
@@ -137,11 +141,24 @@ impl Fixture {
     /// Runs the `tld_bench` loop in the calling thread: `n` iterations of a
     /// key-cache lookup, plus, `with_reads`, the scheduler's two hint reads.
     /// Returns the wall time of the run and the sum of the values read.
-    #[allow(clippy::field_reassign_with_default)]
     pub fn bench_reads(&self, n: u32, with_reads: bool) -> (std::time::Duration, i64) {
+        self.bench_reads_against(n, with_reads, 0)
+    }
+
+    /// [`Fixture::bench_reads`] with an adversary: [`BENCH_NEW_COOKIE`]
+    /// rewrites the metadata page's cookie before every decision,
+    /// [`BENCH_ABSENT_KEY`] adds a read of a key that never exists.
+    #[allow(clippy::field_reassign_with_default)]
+    pub fn bench_reads_against(
+        &self,
+        n: u32,
+        with_reads: bool,
+        adversary: u32,
+    ) -> (std::time::Duration, i64) {
         let mut args = reader::types::tld_bench_args {
             n,
             with_reads: with_reads as u32,
+            adversary,
             ..Default::default()
         };
         // SAFETY: plain data generated from the object's BTF.
@@ -158,6 +175,90 @@ impl Fixture {
         let took = t.elapsed();
         assert_eq!(r.return_value, 0, "tld_bench failed ({})", r.return_value);
         (took, args.sum)
+    }
+
+    /// Points the calling thread's map entry at pages of the caller's own
+    /// choosing (what registration does, with any `start`): the fuzzer's way
+    /// to feed the reader pages it writes itself.
+    pub fn register_pages(&self, data_page: usize, meta_page: usize, start: u16) -> Result<()> {
+        let value = scx_hints::tld::abi::MapValue {
+            data: data_page as u64,
+            meta: meta_page as u64,
+            start,
+            reserved: [0; 3],
+        };
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        // SAFETY: pidfd_open with a thread id and PIDFD_THREAD (= O_EXCL).
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, libc::O_EXCL) };
+        if fd < 0 {
+            bail!("pidfd_open: {}", std::io::Error::last_os_error());
+        }
+        let fd = fd as i32;
+        // SAFETY: MapValue is plain data.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                &value as *const _ as *const u8,
+                std::mem::size_of_val(&value),
+            )
+        };
+        use libbpf_rs::MapCore;
+        let r =
+            self.skel
+                .maps
+                .scx_hints_tld
+                .update(&fd.to_ne_bytes(), bytes, libbpf_rs::MapFlags::ANY);
+        // SAFETY: closes the pidfd opened above.
+        unsafe { libc::close(fd) };
+        r.context("updating the calling thread's TLD map entry")
+    }
+
+    /// Runs one fuzz decision (`tld_fuzz_read`) in the calling thread:
+    /// `name` as the reader gets it (62 bytes, a NUL not guaranteed), with
+    /// an empty key cache if `fresh`, else the thread's own.
+    #[allow(clippy::field_reassign_with_default)]
+    pub fn fuzz_read(&self, name: &[u8; 62], size: u16, fresh: bool) -> FuzzOut {
+        let mut args = reader::types::tld_fuzz_args {
+            size,
+            fresh: fresh as u32,
+            ..Default::default()
+        };
+        for (d, s) in args.name.iter_mut().zip(name) {
+            *d = *s as _;
+        }
+        // SAFETY: plain data generated from the object's BTF.
+        let bytes = unsafe { as_bytes_mut(&mut args) };
+        let mut input = ProgramInput::default();
+        input.context_in = Some(bytes);
+        let r = self
+            .skel
+            .progs
+            .tld_fuzz_read
+            .test_run(input)
+            .expect("running tld_fuzz_read");
+        assert_eq!(r.return_value, 0, "tld_fuzz_read could not get a key cache");
+        FuzzOut {
+            init_err: args.init_err,
+            cached: args.cached,
+            value: (args.found != 0).then_some(args.value),
+        }
+    }
+
+    /// Every counter of the library's `tld_stats`.
+    pub fn all_stats(&self) -> Stats {
+        let bss = self.skel.maps.bss_data.as_ref().expect(".bss is mmapped");
+        // SAFETY: the counters are read while the kernel may add to them;
+        // a volatile copy of plain u64s.
+        let s = unsafe { std::ptr::read_volatile(&bss.tld_stats) };
+        Stats {
+            bad_magic: s.bad_magic,
+            bad_meta: s.bad_meta,
+            bad_offset: s.bad_offset,
+            throttled: s.throttled,
+            searches: s.searches,
+            entries: s.entries,
+            names: s.names,
+        }
     }
 
     /// Drops the calling thread's BPF key cache.
@@ -218,6 +319,45 @@ pub fn ensure_bpffs() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// tld_stats: decision outcomes (at most one per decision) and the work of
+/// key searches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub bad_magic: u64,
+    pub bad_meta: u64,
+    pub bad_offset: u64,
+    pub throttled: u64,
+    pub searches: u64,
+    pub entries: u64,
+    pub names: u64,
+}
+
+impl Stats {
+    /// The counters' growth since `before`.
+    pub fn since(&self, before: &Stats) -> Stats {
+        Stats {
+            bad_magic: self.bad_magic - before.bad_magic,
+            bad_meta: self.bad_meta - before.bad_meta,
+            bad_offset: self.bad_offset - before.bad_offset,
+            throttled: self.throttled - before.throttled,
+            searches: self.searches - before.searches,
+            entries: self.entries - before.entries,
+            names: self.names - before.names,
+        }
+    }
+}
+
+/// What one fuzz decision saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FuzzOut {
+    /// tld_object_init's result: 0, -EINVAL, -EAGAIN (-ENOENT unregistered).
+    pub init_err: i32,
+    /// Key-cache slot 0 after the decision: > 0 offset, <= 0 entries known
+    /// not to hold the key.
+    pub cached: i32,
+    pub value: Option<u64>,
 }
 
 /// What the reader saw for one key in one thread.

@@ -212,12 +212,12 @@ extern "C" fn before_fork() {
 
 extern "C" fn after_fork_parent() {
     unlock();
-    super::meta::after_fork();
+    super::meta::after_fork_parent();
 }
 
 extern "C" fn after_fork_child() {
     unlock();
-    super::meta::after_fork();
+    super::meta::after_fork_child();
     // The child's threads are new to the kernel: register again. Its watcher
     // did not survive the fork.
     EPOCH.fetch_add(1, Ordering::Release);

@@ -15,9 +15,13 @@ use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 static META: AtomicPtr<MetaPage> = AtomicPtr::new(ptr::null_mut());
 
-/// Key claims in flight, plus `FORKING` while a fork() waits for them to be
-/// published: a child must never inherit a slot claimed by a thread that
-/// does not exist in it (it would stay "being written" forever).
+/// The claim gate: key claims in flight, plus `FORKING` while one fork()
+/// holds the gate. A child must never inherit a slot claimed by a thread
+/// that does not exist in it (it would stay "being written" forever), nor a
+/// count of claims that no thread of its will ever drop. `FORKING` is owned
+/// by one fork at a time, from its prepare handler to its parent and child
+/// handlers: a second fork waits for it, so no fork's parent handler can
+/// open the gate under another fork in progress.
 static CLAIMS: AtomicU32 = AtomicU32::new(0);
 const FORKING: u32 = 1 << 31;
 
@@ -39,17 +43,34 @@ fn leave_claim() {
     CLAIMS.fetch_sub(1, Ordering::Release);
 }
 
-/// pthread_atfork prepare: blocks new claims and waits for those in flight.
+/// pthread_atfork prepare: takes the gate from other forks, blocks new
+/// claims and waits for those in flight.
 pub fn before_fork() {
-    CLAIMS.fetch_or(FORKING, Ordering::AcqRel);
+    loop {
+        let v = CLAIMS.load(Ordering::Acquire);
+        if v & FORKING != 0 {
+            std::thread::yield_now();
+        } else if CLAIMS
+            .compare_exchange_weak(v, v | FORKING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            break;
+        }
+    }
     while CLAIMS.load(Ordering::Acquire) & !FORKING != 0 {
         std::thread::yield_now();
     }
 }
 
-/// pthread_atfork parent and child: claims may go on.
-pub fn after_fork() {
+/// pthread_atfork parent: the fork is done, claims and other forks may go on.
+pub fn after_fork_parent() {
     CLAIMS.fetch_and(!FORKING, Ordering::Release);
+}
+
+/// pthread_atfork child: the forking thread is the child's only thread and
+/// held no claim, so the gate starts empty.
+pub fn after_fork_child() {
+    CLAIMS.store(0, Ordering::Release);
 }
 
 /// True while a fork waits for claims in flight (for tests).
@@ -64,6 +85,42 @@ pub fn page() -> Result<&'static MetaPage, KeyError> {
         // SAFETY: once published, the page lives until the process exits.
         return Ok(unsafe { &*p });
     }
+    let new = page_new()?;
+    match META.compare_exchange(ptr::null_mut(), new, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {
+            super::map::install_fork_handler();
+            // SAFETY: just published; never unmapped.
+            Ok(unsafe { &*new })
+        }
+        Err(winner) => {
+            // SAFETY: `new` was never published.
+            unsafe { libc::munmap(new as *mut libc::c_void, abi::PAGE_SIZE) };
+            // SAFETY: as above, the winner's page lives forever.
+            Ok(unsafe { &*winner })
+        }
+    }
+}
+
+/// Replaces the process's metadata page with a new, empty one (the old one
+/// is leaked) and makes every thread register again. Only for a test
+/// process that owns all keys: keys of the old page are not carried over.
+pub fn replace_page_for_test() -> Result<&'static MetaPage, KeyError> {
+    let old = META.load(Ordering::Acquire);
+    let new = page_new()?;
+    if META
+        .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        // SAFETY: `new` was never published.
+        unsafe { libc::munmap(new as *mut libc::c_void, abi::PAGE_SIZE) };
+    }
+    super::map::install_fork_handler();
+    super::map::EPOCH.fetch_add(1, Ordering::Release);
+    page()
+}
+
+/// A new metadata page, not yet published.
+fn page_new() -> Result<*mut MetaPage, KeyError> {
     // SAFETY: an anonymous private mapping; the result is checked.
     let new = unsafe {
         libc::mmap(
@@ -86,19 +143,7 @@ pub fn page() -> Result<&'static MetaPage, KeyError> {
         (*new).hdr_size = abi::META_HDR_SIZE as u16;
         (*new).cookie = sys::random_u32();
     }
-    match META.compare_exchange(ptr::null_mut(), new, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => {
-            super::map::install_fork_handler();
-            // SAFETY: just published; never unmapped.
-            Ok(unsafe { &*new })
-        }
-        Err(winner) => {
-            // SAFETY: `new` was never published.
-            unsafe { libc::munmap(new as *mut libc::c_void, abi::PAGE_SIZE) };
-            // SAFETY: as above, the winner's page lives forever.
-            Ok(unsafe { &*winner })
-        }
-    }
+    Ok(new)
 }
 
 /// The page if it exists, without creating it.

@@ -21,11 +21,13 @@ mod map;
 mod meta;
 mod sys;
 mod thread;
+mod words;
 
 pub use thread::Registration;
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::mem::size_of;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Why a key could not be created.
@@ -76,6 +78,15 @@ impl std::error::Error for KeyError {}
 
 /// Plain old data that can live in a TLD block: any bit pattern is a valid
 /// value (the block starts zeroed, and BPF or another library may write it).
+///
+/// # Tearing
+/// [`Key::set`] and [`Key::get`] move a value one aligned 8-byte word at a
+/// time, each with one single-copy atomic access. A value of at most 8 bytes
+/// (any type: an integer, `[u16; 4]`, a two-field struct) is therefore
+/// always seen whole, by BPF and by other threads. A larger value is not: a
+/// reader may see some words of one `set` and some of the next. Whatever
+/// must be read consistently belongs in one value of at most 8 bytes (or in
+/// one word of a larger value); no lock or sequence count protects more.
 ///
 /// # Safety
 /// Implement only for types without padding, pointers or invalid bit
@@ -132,31 +143,31 @@ impl<T: Pod> Key<T> {
         self.offset as usize
     }
 
-    /// Stores this thread's value. Values of at most 8 bytes are written
-    /// with one store, so a reader never sees a torn value.
+    /// Stores this thread's value, one aligned 8-byte word at a time (see
+    /// [`Pod`]): a value of at most 8 bytes is one store and never tears.
     #[inline(always)]
     pub fn set(&self, value: T) {
-        thread::with_ptr(self.offset(), std::mem::size_of::<T>(), |p| {
-            // SAFETY: p is 8-byte aligned, inside this thread's block, and
-            // any bit pattern is a valid T.
-            unsafe { std::ptr::write_volatile(p as *mut T, value) }
+        thread::with_ptr(self.offset(), abi::round_up(size_of::<T>()), |p| {
+            // SAFETY: p is 8-byte aligned and the key's rounded size is
+            // inside this thread's block.
+            unsafe { words::store(p, value) }
         });
     }
 
     /// Loads this thread's value (zeroed until first set; `None` only if no
-    /// block could be allocated).
+    /// block could be allocated), one aligned 8-byte word at a time.
     #[inline(always)]
     pub fn get(&self) -> Option<T> {
-        thread::with_ptr(self.offset(), std::mem::size_of::<T>(), |p| {
+        thread::with_ptr(self.offset(), abi::round_up(size_of::<T>()), |p| {
             // SAFETY: as in set().
-            unsafe { std::ptr::read_volatile(p as *const T) }
+            unsafe { words::load(p) }
         })
     }
 
     /// A pointer to this thread's value, valid until the thread exits. For
     /// callers that want to update it themselves (for example atomically).
     pub fn as_ptr(&self) -> Option<*mut T> {
-        thread::with_ptr(self.offset(), std::mem::size_of::<T>(), |p| p as *mut T)
+        thread::with_ptr(self.offset(), size_of::<T>(), |p| p as *mut T)
     }
 }
 
@@ -315,6 +326,15 @@ pub fn map_pin_path() -> String {
 pub mod testing {
     pub use super::map::epoch;
     pub use super::meta::fork_waiting;
+
+    /// Starts the process over with an empty metadata page (the old one is
+    /// leaked) and makes every thread register again on its next access.
+    /// Only for a test process that owns every key: existing keys, static
+    /// ones included, are not carried over, and threads that touched their
+    /// block before keep its old size.
+    pub fn replace_meta_page() {
+        super::meta::replace_page_for_test().expect("mapping a metadata page");
+    }
     pub use super::thread::{block_address, release as release_thread};
 
     /// The number of keys the process has created.
@@ -430,6 +450,165 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    /// Two u32 halves that a writer always sets equal.
+    #[derive(Clone, Copy)]
+    #[repr(C)]
+    struct Pair(u32, u32);
+    // SAFETY: two u32s, no padding.
+    unsafe impl Pod for Pair {}
+
+    /// Reads the `words` 8-byte words at `addr` while `set` stores values
+    /// whose 4-byte halves are all equal, in rounds until the reader saw the
+    /// value change often enough (both threads on a CPU at once: a writer
+    /// preempted mid-value is rare), for up to a minute: on a loaded host a
+    /// round can pass without the two ever running together. Returns the
+    /// words seen torn (halves unequal) and the reads.
+    fn torn_words(addr: usize, words: usize, mut set: impl FnMut(u32)) -> (u64, u64) {
+        use std::sync::atomic::{AtomicBool, AtomicU64};
+        const READS: u64 = 2_000_000;
+        const CHANGES: u64 = 2_000;
+        let (mut torn, mut reads, mut changes) = (0, 0, 0);
+        let mut i = 0u32;
+        let begin = std::time::Instant::now();
+        while changes < CHANGES && begin.elapsed() < std::time::Duration::from_secs(60) {
+            let (started, done) = (AtomicBool::new(false), AtomicBool::new(false));
+            let (t, c) = std::thread::scope(|s| {
+                let reader = s.spawn(|| {
+                    while !started.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                    let (mut torn, mut changes, mut last) = (0, 0, 0);
+                    for r in 0..READS {
+                        let w = r as usize % words;
+                        // SAFETY: the writer's block outlives the scope; an
+                        // atomic load of an aligned word of it.
+                        let v = unsafe { AtomicU64::from_ptr((addr + 8 * w) as *mut u64) }
+                            .load(Ordering::Relaxed);
+                        torn += u64::from(v as u32 != (v >> 32) as u32);
+                        if w == 0 {
+                            changes += u64::from(v != last);
+                            last = v;
+                        }
+                    }
+                    done.store(true, Ordering::Relaxed);
+                    (torn, changes)
+                });
+                set(i);
+                started.store(true, Ordering::Relaxed);
+                while !done.load(Ordering::Relaxed) {
+                    i = i.wrapping_add(1);
+                    set(i);
+                }
+                reader.join().unwrap()
+            });
+            (torn, reads, changes) = (torn + t, reads + READS, changes + c);
+        }
+        assert!(
+            changes >= CHANGES,
+            "the reader saw only {changes} changes: the two threads never ran at once"
+        );
+        (torn, reads)
+    }
+
+    /// A value of 8 bytes or less is one store, whatever its type: a reader
+    /// never sees half of one set() and half of another.
+    #[test]
+    fn small_values_never_tear() {
+        let pair = create_key::<Pair>("test.pair").unwrap();
+        let (torn, reads) =
+            torn_words(pair.as_ptr().unwrap() as usize, 1, |i| pair.set(Pair(i, i)));
+        assert_eq!(torn, 0, "{torn} of {reads} reads saw a torn Pair");
+    }
+
+    /// A larger value is stored one aligned 8-byte word at a time: each
+    /// word is whole (words may come from different set()s).
+    #[test]
+    fn large_values_are_whole_per_word() {
+        let quad = create_key::<[u32; 6]>("test.words").unwrap();
+        let (torn, reads) = torn_words(quad.as_ptr().unwrap() as usize, 3, |i| quad.set([i; 6]));
+        assert_eq!(torn, 0, "{torn} of {reads} word reads saw a torn word");
+    }
+
+    /// Threads fork at once while others keep passing through the claim
+    /// gate: every child must be able to fork and create a key in turn.
+    /// Each fork's gate must be its own (a shared "forking" flag cleared by
+    /// the first parent let claims start under the second fork, and its
+    /// child inherited a claim count no thread of its would ever drop).
+    #[test]
+    fn concurrent_forks_leave_usable_children() {
+        use std::sync::atomic::AtomicBool;
+        no_map_here();
+        get_or_create_key::<u32>("test.fork_storm").unwrap();
+        const FORKERS: usize = 4;
+        const FORKS: usize = 40;
+        let stop = AtomicBool::new(false);
+        let start = std::sync::Barrier::new(FORKERS);
+        let failures: Vec<String> = std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    // Each call enters and leaves the claim gate (the name exists).
+                    while !stop.load(Ordering::Relaxed) {
+                        let _ = create_key::<u32>("test.fork_storm");
+                    }
+                });
+            }
+            let forkers: Vec<_> = (0..FORKERS)
+                .map(|_| {
+                    let start = &start;
+                    s.spawn(move || {
+                        start.wait();
+                        let mut failures = Vec::new();
+                        for _ in 0..FORKS {
+                            // SAFETY: the child forks, creates a key and
+                            // leaves with _exit; a watchdog ends it if it hangs.
+                            let pid = unsafe { libc::fork() };
+                            if pid == 0 {
+                                // SAFETY: alarm is async-signal-safe.
+                                unsafe { libc::alarm(5) };
+                                // SAFETY: the grandchild exits at once.
+                                let grandchild = unsafe { libc::fork() };
+                                if grandchild == 0 {
+                                    unsafe { libc::_exit(0) };
+                                }
+                                let mut st = 0;
+                                // SAFETY: waits for our own child.
+                                unsafe { libc::waitpid(grandchild, &mut st, 0) };
+                                let ok = grandchild > 0
+                                    && create_key::<u8>("test.fork_storm_child").is_ok();
+                                // SAFETY: ends the child without the harness.
+                                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+                            }
+                            let mut status = 0;
+                            // SAFETY: waits for our own child.
+                            unsafe { libc::waitpid(pid, &mut status, 0) };
+                            if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+                                failures.push(if libc::WIFSIGNALED(status) {
+                                    format!("child hung (signal {})", libc::WTERMSIG(status))
+                                } else {
+                                    format!("child failed (status {status:#x})")
+                                });
+                            }
+                        }
+                        failures
+                    })
+                })
+                .collect();
+            let failures = forkers
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect();
+            stop.store(true, Ordering::Relaxed);
+            failures
+        });
+        assert!(
+            failures.is_empty(),
+            "{} of {} children could not fork or create a key: {:?}",
+            failures.len(),
+            FORKERS * FORKS,
+            &failures[..failures.len().min(5)]
+        );
     }
 
     #[test]
