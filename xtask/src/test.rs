@@ -137,7 +137,22 @@ pub fn run(args: TestArgs) -> Result<i32> {
             "tld_kernel_tests",
         ]),
     );
+    let examples = crate::capi::examples();
+    let examples_dir = examples.as_ref().ok().cloned();
+    tally.check(
+        "C library: header matches exports; C, C++ and Python examples",
+        examples.map(|_| ()),
+    );
     if util::is_root() {
+        if let Some(dir) = examples_dir {
+            tally.cargo_test(
+                "C example registers with a pinned map (host kernel)",
+                util::cargo()
+                    .args(["test", "-p", "tld_kernel_tests", "--test", "capi"])
+                    .args(["--", "--ignored"])
+                    .env("SCX_HINTS_EXAMPLES_DIR", dir),
+            );
+        }
         tally.cargo_test(
             "TLD tests on the host kernel",
             util::cargo().args(["test", "--no-fail-fast", "-p", "tld_kernel_tests"]),

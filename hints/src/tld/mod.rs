@@ -180,6 +180,44 @@ pub fn get_or_create_key<T: Pod>(name: &str) -> Result<Key<T>, KeyError> {
     }
 }
 
+/// A key known only by its size, for bindings to other languages (the C
+/// library): the caller keeps to the size. Rust code uses [`Key`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawKey {
+    /// Offset of the value in a thread's block.
+    pub offset: u16,
+    /// Size of the value in bytes.
+    pub size: u16,
+}
+
+impl RawKey {
+    /// A pointer to the calling thread's value (`size` bytes, 8-byte
+    /// aligned), valid until the thread exits; None without a block.
+    pub fn as_ptr(&self) -> Option<*mut u8> {
+        thread::with_ptr(self.offset as usize, self.size as usize, |p| p)
+    }
+}
+
+/// Creates a key of `size` bytes (see [`create_key`]).
+pub fn create_raw_key(name: &str, size: usize) -> Result<RawKey, KeyError> {
+    if size == 0 {
+        return Err(KeyError::InvalidSize);
+    }
+    let slot = meta::create(name, size)?;
+    Ok(RawKey {
+        offset: slot.offset as u16,
+        size: slot.size as u16,
+    })
+}
+
+/// Finds an existing key of any size.
+pub fn find_raw_key(name: &str) -> Option<RawKey> {
+    meta::find(name).map(|slot| RawKey {
+        offset: slot.offset as u16,
+        size: slot.size as u16,
+    })
+}
+
 const UNRESOLVED: u32 = 0;
 const ERROR_BIT: u32 = 1 << 31;
 
