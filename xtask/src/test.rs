@@ -202,6 +202,8 @@ pub fn build_scheduler() -> Result<std::path::PathBuf> {
         "-p",
         "scx_hinted",
         "--bins",
+        "-p",
+        "scx_hint",
     ]))?;
     let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
@@ -216,12 +218,13 @@ fn guest_test_script(bin: &std::path::Path) -> String {
     let q = |p: &std::path::Path| crate::vm::shell_quote(&p.to_string_lossy());
     format!(
         "set -e\n\
-         guest_stage {} {} stress-ng\n\
+         guest_stage {} {} {} stress-ng\n\
          export PATH=\"$GUEST_TMP/bin:$PATH\"\n\
          set +e\n\
          scx_hinted_tests --scheduler \"$GUEST_TMP/bin/scx_hinted\"\n",
         q(&bin.join("scx_hinted")),
         q(&bin.join("scx_hinted_tests")),
+        q(&bin.join("scx-hint")),
     )
 }
 

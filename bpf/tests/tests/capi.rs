@@ -25,3 +25,28 @@ fn c_example_registers_with_a_pinned_map() {
     );
     assert!(stdout.contains("registration 3"), "{stdout}");
 }
+
+/// What `scx-hint show` reports per thread: whether it has a registration.
+#[test]
+fn another_thread_s_registration_is_visible() {
+    let Some(_fx) = fixture() else { return };
+    // SAFETY: gettid has no preconditions.
+    let me = unsafe { libc::gettid() };
+    scx_hints::set_latency_class(scx_hints::LatencyClass::Batch);
+    assert_eq!(
+        scx_hints::registration(),
+        scx_hints::Registration::Registered
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let silent = std::thread::spawn(move || {
+        // SAFETY: as above.
+        tx.send(unsafe { libc::gettid() }).unwrap();
+        let _ = done_rx.recv();
+    });
+    let silent_tid = rx.recv().unwrap();
+    assert!(scx_hints::tld::thread_registered(me).unwrap());
+    assert!(!scx_hints::tld::thread_registered(silent_tid).unwrap());
+    done_tx.send(()).unwrap();
+    silent.join().unwrap();
+}

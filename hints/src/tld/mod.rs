@@ -343,6 +343,16 @@ pub fn recheck_map() -> bool {
     map::recheck()
 }
 
+/// Whether thread `tid` (of any process) has a registration in the map
+/// pinned at [`map_pin_path`]: for tools that inspect other programs
+/// (`scx-hint show`). Needs read access to the pin.
+pub fn thread_registered(tid: i32) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let map = sys::obj_get_read_only(&map_pin_path())?;
+    let pidfd = sys::pidfd_of_thread(tid)?;
+    sys::map_contains::<abi::MapValue>(map.as_raw_fd(), &pidfd)
+}
+
 /// The bpffs path where the map is looked for.
 pub fn map_pin_path() -> String {
     map::pin_path()

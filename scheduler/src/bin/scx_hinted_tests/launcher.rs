@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: GPL-2.0-only OR MIT
+//! `scx-hint run`: unmodified programs started with a class are scheduled in
+//! it (the class is inherited across exec and fork).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+
+use crate::harness::{self, stats, wait_stats, Env, Sched};
+
+fn scx_hint() -> Result<PathBuf> {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join("scx-hint"))
+                .find(|p| p.is_file())
+        })
+        .context("scx-hint is not on PATH (cargo xtask test stages it)")
+}
+
+/// `scx-hint run --class CLASS -- stress-ng --cpu 1`: a parent and one
+/// worker, neither of which publishes a hint.
+fn launch(env: &Env, class: &str, secs: u64) -> Result<Child> {
+    let stress = harness::stress_ng().context("stress-ng is not on PATH")?;
+    Command::new(scx_hint()?)
+        .args(["run", "--require", "--class", class, "--"])
+        .arg(stress)
+        .args(["--cpu", "1", "--timeout", &format!("{secs}s"), "-q"])
+        .arg("--temp-path")
+        .arg(&env.tmp)
+        .current_dir(&env.tmp)
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting scx-hint run")
+}
+
+/// Two unmodified stress-ng runs, one launched as background and one as
+/// batch: the scheduler counts each run's tasks (parent and worker) in its
+/// class. `scx-hint show` lists the threads of one of them.
+pub fn launcher(env: &Env) -> Result<String> {
+    let mut sched = Sched::start(env, &[])?;
+    let s0 = stats()?;
+    let (bg0, batch0) = (s0.class("background", "tasks"), s0.class("batch", "tasks"));
+    let mut bg = launch(env, "background", 8)?;
+    let mut batch = launch(env, "batch", 8)?;
+    let seen = wait_stats(Duration::from_secs(6), |s| {
+        s.class("background", "tasks") >= bg0 + 2.0 && s.class("batch", "tasks") >= batch0 + 2.0
+    });
+    let show = Command::new(scx_hint()?)
+        .args(["show", &bg.id().to_string()])
+        .stdin(Stdio::null())
+        .output();
+    for child in [&mut bg, &mut batch] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let seen = seen.context("the launched programs' tasks were not counted in their classes")?;
+    let show = show.context("running scx-hint show")?;
+    let listing = String::from_utf8_lossy(&show.stdout);
+    ensure!(
+        show.status.success() && listing.contains("stress-ng"),
+        "scx-hint show did not list stress-ng's threads: {}{}",
+        listing,
+        String::from_utf8_lossy(&show.stderr)
+    );
+    sched.check()?;
+    sched.stop()?;
+    Ok(format!(
+        "background tasks {bg0} -> {}, batch tasks {batch0} -> {}",
+        seen.class("background", "tasks"),
+        seen.class("batch", "tasks")
+    ))
+}
