@@ -20,6 +20,9 @@
 
 pub mod tld;
 
+mod future;
+pub use future::{HintExt, WithLatencyClass};
+
 #[cfg(test)]
 mod cdefs;
 pub mod vocab;
