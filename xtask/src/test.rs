@@ -121,6 +121,7 @@ pub fn run(args: TestArgs) -> Result<i32> {
             "clippy",
             "--workspace",
             "--all-targets",
+            "--all-features",
             "--quiet",
             "--",
             "-D",
@@ -133,9 +134,14 @@ pub fn run(args: TestArgs) -> Result<i32> {
             "test",
             "--no-fail-fast",
             "--workspace",
+            "--all-features",
             "--exclude",
             "tld_kernel_tests",
         ]),
+    );
+    tally.check(
+        "cargo install --path scheduler installs scx_hinted alone, with -V",
+        install_check(),
     );
     let examples = crate::capi::examples();
     let examples_dir = examples.as_ref().ok().cloned();
@@ -191,6 +197,35 @@ pub fn run(args: TestArgs) -> Result<i32> {
     Ok(if tally.failed == 0 { 0 } else { 1 })
 }
 
+/// `cargo install --path scheduler` into a scratch root: exactly one
+/// binary, scx_hinted, which prints its build id. Reuses the release build
+/// of the workspace target directory.
+fn install_check() -> Result<()> {
+    let root = util::root().join("target/xtask-install");
+    let _ = std::fs::remove_dir_all(&root);
+    util::run(
+        util::cargo()
+            .args(["install", "--quiet", "--locked", "--path"])
+            .arg(util::root().join("scheduler"))
+            .arg("--root")
+            .arg(&root),
+    )?;
+    let mut bins: Vec<String> = std::fs::read_dir(root.join("bin"))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    bins.sort();
+    anyhow::ensure!(
+        bins == ["scx_hinted"],
+        "cargo install installed {bins:?}, not just scx_hinted"
+    );
+    let version = util::output(std::process::Command::new(root.join("bin/scx_hinted")).arg("-V"))?;
+    anyhow::ensure!(
+        version.starts_with("scx_hinted 0.") && version.contains("linux"),
+        "scx_hinted -V printed {version:?}, not a build id"
+    );
+    Ok(())
+}
+
 /// The release binaries the guest runs (built on the host: the guest sees
 /// the workspace read-only).
 pub fn build_scheduler() -> Result<std::path::PathBuf> {
@@ -202,6 +237,8 @@ pub fn build_scheduler() -> Result<std::path::PathBuf> {
         "-p",
         "scx_hinted",
         "--bins",
+        "--features",
+        "scx_hinted/guest-tests",
         "-p",
         "scx_hint",
     ]))?;
