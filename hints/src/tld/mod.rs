@@ -6,7 +6,7 @@
 //! task-storage map (through UPTR: the kernel pins the pages). After that,
 //! [`Key::set`] is a plain store into the thread's own memory.
 //!
-//! Keys are declared statically ([`declare_key!`], created before `main`, so
+//! Keys are declared statically ([`declare_key!`](crate::declare_key!), created before `main`, so
 //! that they size every thread's block) or created at run time
 //! ([`create_key`], sharing a fixed extra budget of at least
 //! [`abi::DYN_BUDGET`] bytes per thread). Without a pinned map (no
@@ -19,6 +19,8 @@
 pub mod abi;
 mod map;
 mod meta;
+// Outside Linux there is no BPF: the same calls, always failing (no map).
+#[cfg_attr(not(target_os = "linux"), path = "sys_other.rs")]
 mod sys;
 mod thread;
 
@@ -221,7 +223,7 @@ pub fn find_raw_key(name: &str) -> Option<RawKey> {
 const UNRESOLVED: u32 = 0;
 const ERROR_BIT: u32 = 1 << 31;
 
-/// A key declared in a `static`, resolved once (by [`declare_key!`]'s
+/// A key declared in a `static`, resolved once (by [`declare_key!`](crate::declare_key!)'s
 /// constructor before `main`, or at first use).
 pub struct StaticKey<T: Pod> {
     name: &'static str,
@@ -231,6 +233,8 @@ pub struct StaticKey<T: Pod> {
 }
 
 impl<T: Pod> StaticKey<T> {
+    /// A key named `name`, created at first use (or before `main` by
+    /// [`declare_key!`](crate::declare_key!)).
     pub const fn new(name: &'static str) -> Self {
         StaticKey {
             name,
@@ -239,6 +243,7 @@ impl<T: Pod> StaticKey<T> {
         }
     }
 
+    /// The key's name.
     pub fn name(&self) -> &'static str {
         self.name
     }

@@ -38,7 +38,8 @@ fn launch(env: &Env, class: &str, secs: u64) -> Result<Child> {
 
 /// Two unmodified stress-ng runs, one launched as background and one as
 /// batch: the scheduler counts each run's tasks (parent and worker) in its
-/// class. `scx-hint show` lists the threads of one of them.
+/// class. `scx-hint show` lists the threads of one of them (by tid: a
+/// staged program's comm is the ELF loader's).
 pub fn launcher(env: &Env) -> Result<String> {
     let mut sched = Sched::start(env, &[])?;
     let s0 = stats()?;
@@ -48,8 +49,9 @@ pub fn launcher(env: &Env) -> Result<String> {
     let seen = wait_stats(Duration::from_secs(6), |s| {
         s.class("background", "tasks") >= bg0 + 2.0 && s.class("batch", "tasks") >= batch0 + 2.0
     });
+    let bg_pid = bg.id();
     let show = Command::new(scx_hint()?)
-        .args(["show", &bg.id().to_string()])
+        .args(["show", &bg_pid.to_string()])
         .stdin(Stdio::null())
         .output();
     for child in [&mut bg, &mut batch] {
@@ -60,8 +62,11 @@ pub fn launcher(env: &Env) -> Result<String> {
     let show = show.context("running scx-hint show")?;
     let listing = String::from_utf8_lossy(&show.stdout);
     ensure!(
-        show.status.success() && listing.contains("stress-ng"),
-        "scx-hint show did not list stress-ng's threads: {}{}",
+        show.status.success()
+            && listing
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(&bg_pid.to_string())),
+        "scx-hint show did not list the main thread of stress-ng ({bg_pid}): {}{}",
         listing,
         String::from_utf8_lossy(&show.stderr)
     );
