@@ -140,6 +140,15 @@ pub fn run(args: TestArgs) -> Result<i32> {
         ]),
     );
     tally.check(
+        "rustdoc of scx_hints (missing docs and warnings denied)",
+        util::run(
+            util::cargo()
+                .args(["doc", "--quiet", "--no-deps", "-p", "scx_hints"])
+                .env("RUSTDOCFLAGS", "-D warnings"),
+        ),
+    );
+    other_platform_check(&mut tally);
+    tally.check(
         "cargo install --path scheduler installs scx_hinted alone, with -V",
         install_check(),
     );
@@ -195,6 +204,37 @@ pub fn run(args: TestArgs) -> Result<i32> {
     }
     println!("{} passed, {} failed", tally.passed, tally.failed);
     Ok(if tally.failed == 0 { 0 } else { 1 })
+}
+
+/// A target without BPF that scx_hints must build for, as a no-op.
+const OTHER_PLATFORM: &str = "x86_64-apple-darwin";
+
+/// scx_hints builds outside Linux: checked when that target's standard
+/// library is installed (`rustup target add x86_64-apple-darwin`).
+fn other_platform_check(tally: &mut Tally) {
+    let installed =
+        util::output(std::process::Command::new("rustup").args(["target", "list", "--installed"]))
+            .is_ok_and(|out| out.lines().any(|l| l.trim() == OTHER_PLATFORM));
+    if !installed {
+        loud(format!(
+            "SKIPPED: scx_hints on {OTHER_PLATFORM} (rustup target add {OTHER_PLATFORM} to check it)"
+        ));
+        return;
+    }
+    tally.check(
+        &format!("scx_hints builds on {OTHER_PLATFORM} (no BPF: hints are stores)"),
+        util::run(util::cargo().args([
+            "clippy",
+            "--quiet",
+            "-p",
+            "scx_hints",
+            "--target",
+            OTHER_PLATFORM,
+            "--",
+            "-D",
+            "warnings",
+        ])),
+    );
 }
 
 /// `cargo install --path scheduler` into a scratch root: exactly one
