@@ -33,7 +33,12 @@ struct Cli {
 enum Cmd {
     /// Run a command with a latency class (and priority). The command and
     /// its children, threads and execs keep them until they publish their own.
-    #[command(arg_required_else_help = true)]
+    #[command(
+        arg_required_else_help = true,
+        after_help = "Example: scx-hint run --class background -- make -j8\n\n\
+                      Exit status: the command's; 127 if it cannot be started; 1 if \
+                      --require and the hint cannot reach a scheduler."
+    )]
     Run {
         /// critical, interactive, normal, batch or background.
         #[arg(long, short)]
