@@ -17,6 +17,11 @@ pub struct CapiArgs {
     /// Build without optimisations (what the tests use: faster to build).
     #[arg(long)]
     pub debug: bool,
+
+    /// Do not install: build and run the C, C++ and Python examples against
+    /// a scratch prefix, as `cargo xtask test` does.
+    #[arg(long, conflicts_with = "prefix")]
+    pub examples: bool,
 }
 
 const SONAME: &str = "libscx_hints.so.0";
@@ -83,6 +88,11 @@ pub fn install(prefix: &Path, debug: bool) -> Result<()> {
 }
 
 pub fn cmd(args: CapiArgs) -> Result<i32> {
+    if args.examples {
+        let bin = examples()?;
+        println!("examples built in {} and passed", bin.display());
+        return Ok(0);
+    }
     install(&args.prefix, args.debug)?;
     println!(
         "installed; compile with: cc prog.c $(pkg-config --cflags --libs scx_hints){}",
@@ -144,20 +154,33 @@ fn exports_match_header(prefix: &Path) -> Result<()> {
         .collect();
     exported.sort();
     let header = std::fs::read_to_string(prefix.join("include/scx_hints.h"))?;
-    let mut declared: Vec<String> = header
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("#define"))
-        .flat_map(|l| l.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '(')))
-        .filter(|w| w.starts_with("scx_hints_") && w.ends_with('('))
-        .map(|w| w.trim_end_matches('(').to_string())
-        .collect();
-    declared.sort();
-    declared.dedup();
+    let declared = declared_functions(&header);
     ensure!(
         exported == declared,
         "libscx_hints exports {exported:?} but scx_hints.h declares {declared:?}"
     );
     Ok(())
+}
+
+/// The `scx_hints_*` functions a header declares (names followed by `(`
+/// outside `#define` lines), sorted.
+fn declared_functions(header: &str) -> Vec<String> {
+    let mut declared: Vec<String> = header
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("#define"))
+        .flat_map(|l| l.match_indices("scx_hints_").map(move |(i, _)| &l[i..]))
+        .filter_map(|rest| {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            rest[end..]
+                .starts_with('(')
+                .then(|| rest[..end].to_string())
+        })
+        .collect();
+    declared.sort();
+    declared.dedup();
+    declared
 }
 
 /// Installs into a scratch prefix, then builds and runs every example.
@@ -232,4 +255,24 @@ pub fn examples() -> Result<PathBuf> {
             .arg(prefix.join("lib").join(SONAME)),
     )?;
     Ok(bin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::declared_functions;
+
+    #[test]
+    fn finds_the_functions_the_header_declares() {
+        let header = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../capi/include/scx_hints.h"),
+        )
+        .unwrap();
+        let found = declared_functions(&header);
+        assert!(found.contains(&"scx_hints_set_latency_class".to_string()));
+        assert!(found.contains(&"scx_hints_key_ptr".to_string()));
+        assert!(!found
+            .iter()
+            .any(|f| f == "scx_hints_saved" || f == "scx_hints_key"));
+        assert_eq!(found.len(), 12, "{found:?}");
+    }
 }
