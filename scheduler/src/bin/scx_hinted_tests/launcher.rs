@@ -37,44 +37,57 @@ fn launch(env: &Env, class: &str, secs: u64) -> Result<Child> {
 }
 
 /// Two unmodified stress-ng runs, one launched as background and one as
-/// batch: the scheduler counts each run's tasks (parent and worker) in its
-/// class. `scx-hint show` lists the threads of one of them (by tid: a
-/// staged program's comm is the ELF loader's).
+/// batch: the scheduler counts each run's tasks (the process that exec'd and
+/// its forked worker) in its class. The background run starts first: once
+/// the batch worker hogs a CPU, background gets little CPU to fork with.
+/// `scx-hint show` lists the threads of one run (by tid: a staged program's
+/// comm is the ELF loader's).
 pub fn launcher(env: &Env) -> Result<String> {
     let mut sched = Sched::start(env, &[])?;
     let s0 = stats()?;
     let (bg0, batch0) = (s0.class("background", "tasks"), s0.class("batch", "tasks"));
-    let mut bg = launch(env, "background", 8)?;
-    let mut batch = launch(env, "batch", 8)?;
-    let seen = wait_stats(Duration::from_secs(6), |s| {
-        s.class("background", "tasks") >= bg0 + 2.0 && s.class("batch", "tasks") >= batch0 + 2.0
-    });
-    let bg_pid = bg.id();
-    let show = Command::new(scx_hint()?)
-        .args(["show", &bg_pid.to_string()])
-        .stdin(Stdio::null())
-        .output();
-    for child in [&mut bg, &mut batch] {
-        let _ = child.kill();
+    let mut children = Vec::new();
+    let result = (|| -> Result<String> {
+        children.push(launch(env, "background", 40)?);
+        let bg = wait_stats(Duration::from_secs(15), |s| {
+            s.class("background", "tasks") >= bg0 + 2.0
+        })
+        .context("the background run's two tasks were not counted as background")?;
+        children.push(launch(env, "batch", 40)?);
+        let both = wait_stats(Duration::from_secs(15), |s| {
+            s.class("batch", "tasks") >= batch0 + 2.0 && s.class("background", "tasks") >= bg0 + 2.0
+        })
+        .context("the batch run's two tasks were not counted as batch")?;
+        let bg_pid = children[0].id();
+        let show = Command::new(scx_hint()?)
+            .args(["show", &bg_pid.to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .context("running scx-hint show")?;
+        let listing = String::from_utf8_lossy(&show.stdout);
+        ensure!(
+            show.status.success()
+                && listing
+                    .lines()
+                    .any(|l| l.split_whitespace().next() == Some(&bg_pid.to_string())),
+            "scx-hint show did not list the main thread of stress-ng ({bg_pid}): {}{}",
+            listing,
+            String::from_utf8_lossy(&show.stderr)
+        );
+        Ok(format!(
+            "background tasks {bg0} -> {}, then batch tasks {batch0} -> {}",
+            bg.class("background", "tasks"),
+            both.class("batch", "tasks")
+        ))
+    })();
+    // SIGTERM, not SIGKILL: stress-ng then stops its worker too.
+    for child in &mut children {
+        // SAFETY: signals our own child, which has not been reaped yet.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let _ = child.wait();
     }
-    let seen = seen.context("the launched programs' tasks were not counted in their classes")?;
-    let show = show.context("running scx-hint show")?;
-    let listing = String::from_utf8_lossy(&show.stdout);
-    ensure!(
-        show.status.success()
-            && listing
-                .lines()
-                .any(|l| l.split_whitespace().next() == Some(&bg_pid.to_string())),
-        "scx-hint show did not list the main thread of stress-ng ({bg_pid}): {}{}",
-        listing,
-        String::from_utf8_lossy(&show.stderr)
-    );
+    let summary = result?;
     sched.check()?;
     sched.stop()?;
-    Ok(format!(
-        "background tasks {bg0} -> {}, batch tasks {batch0} -> {}",
-        seen.class("background", "tasks"),
-        seen.class("batch", "tasks")
-    ))
+    Ok(summary)
 }
