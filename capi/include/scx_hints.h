@@ -76,11 +76,13 @@ int scx_hints_key_create(const char *name, size_t size, scx_hints_key *key);
 /* 0, -ENOENT, or -EINVAL. */
 int scx_hints_key_find(const char *name, scx_hints_key *key);
 /* Creates the key or finds one of that name and size: how two libraries
- * share a key. -EEXIST if the size differs; else as scx_hints_key_create. */
+ * share a key. -EEXIST if the size differs; else as scx_hints_key_create.
+ * *key is written only on success. */
 int scx_hints_key_get_or_create(const char *name, size_t size, scx_hints_key *key);
 /* The calling thread's value: key.size bytes, 8-byte aligned, zeroed until
  * written, valid until the thread exits. NULL if the thread has no block
- * (out of memory) or the key does not fit it. Write values of at most 8
+ * (out of memory), the key does not fit it, or `key` was not filled by a
+ * create or find (a zeroed struct gets NULL). Write values of at most 8
  * bytes with one aligned store so that a reader never sees half of one. */
 void *scx_hints_key_ptr(scx_hints_key key);
 

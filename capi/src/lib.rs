@@ -9,7 +9,7 @@
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 
-use hints::tld::{self, KeyError, RawKey, Registration};
+use hints::tld::{self, abi, KeyError, RawKey, Registration};
 use hints::LatencyClass;
 
 /// A key created or found by name: where the value sits in each thread's
@@ -193,13 +193,18 @@ pub unsafe extern "C" fn scx_hints_key_get_or_create(
     // SAFETY: forwarded from the caller.
     match unsafe { scx_hints_key_create(name, size, key) } {
         e if e == -libc::EEXIST => {
-            // SAFETY: as above.
-            let r = unsafe { scx_hints_key_find(name, key) };
-            // SAFETY: key was written by the successful find.
-            if r == 0 && usize::from(unsafe { (*key).size }) != size {
-                return -libc::EEXIST;
+            // Found into a local first: *key is left untouched on failure.
+            let mut found = scx_hints_key::default();
+            // SAFETY: as above; `found` is writable.
+            match unsafe { scx_hints_key_find(name, &mut found) } {
+                0 if usize::from(found.size) == size => {
+                    // SAFETY: non-null (create checked it), the caller's.
+                    unsafe { *key = found };
+                    0
+                }
+                0 => -libc::EEXIST,
+                r => r,
             }
-            r
         }
         r => r,
     }
@@ -209,8 +214,15 @@ pub unsafe extern "C" fn scx_hints_key_get_or_create(
 /// 8-byte aligned, zeroed until written), valid until the thread exits.
 /// NULL if the thread's block cannot be allocated or the key does not fit
 /// it. Values of at most 8 bytes should be written with one aligned store.
+/// A key that no create or find could have returned (a zeroed or made-up
+/// struct: size 0, an offset inside the block header or not 8-aligned)
+/// also gets NULL rather than a pointer into the block's header.
 #[no_mangle]
 pub extern "C" fn scx_hints_key_ptr(key: scx_hints_key) -> *mut c_void {
+    let offset = usize::from(key.offset);
+    if key.size == 0 || offset < abi::DATA_HDR_SIZE || offset % abi::ALIGN != 0 {
+        return std::ptr::null_mut();
+    }
     RawKey {
         offset: key.offset,
         size: key.size,
@@ -373,10 +385,35 @@ mod tests {
                     -libc::ENOENT
                 );
                 assert_eq!(scx_hints_key_create(c"capi.sized".as_ptr(), 4, &mut k), 0);
+                let created = k;
+                let mut other = scx_hints_key { offset: 1, size: 1 };
                 assert_eq!(
-                    scx_hints_key_get_or_create(c"capi.sized".as_ptr(), 8, &mut k),
+                    scx_hints_key_get_or_create(c"capi.sized".as_ptr(), 8, &mut other),
                     -libc::EEXIST
                 );
+                assert_eq!(other, scx_hints_key { offset: 1, size: 1 }, "untouched");
+                assert_eq!(
+                    scx_hints_key_get_or_create(c"capi.sized".as_ptr(), 4, &mut other),
+                    0
+                );
+                assert_eq!(other, created);
+                assert!(!scx_hints_key_ptr(created).is_null());
+            }
+            // Keys no create or find returns: never a pointer into the
+            // block header, never misaligned.
+            for forged in [
+                scx_hints_key::default(),
+                scx_hints_key { offset: 0, size: 4 },
+                scx_hints_key {
+                    offset: abi::DATA_HDR_SIZE as u16 + 1,
+                    size: 4,
+                },
+                scx_hints_key {
+                    offset: abi::DATA_HDR_SIZE as u16,
+                    size: 0,
+                },
+            ] {
+                assert!(scx_hints_key_ptr(forged).is_null(), "{forged:?}");
             }
             let restored = scx_hints_restore(scx_hints_saved {
                 latency_class: 99,
