@@ -36,8 +36,9 @@ enum Cmd {
     #[command(
         arg_required_else_help = true,
         after_help = "Example: scx-hint run --class background -- make -j8\n\n\
-                      Exit status: the command's; 127 if it cannot be started; 1 if \
-                      --require and the hint cannot reach a scheduler."
+                      Exit status: the command's; 127 if it is not found; 126 if it \
+                      cannot be run (not executable, permission); 1 if --require and \
+                      the hint cannot reach a scheduler."
     )]
     Run {
         /// critical, interactive, normal, batch or background.
@@ -66,8 +67,10 @@ enum Cmd {
     },
 }
 
-/// Exit status when the command cannot be started (as env(1) and shells do).
-const CANNOT_RUN: i32 = 127;
+/// Exit status when the command is not found (as env(1) and shells do).
+const NOT_FOUND: i32 = 127;
+/// Exit status when the command is found but cannot be run (env(1), shells).
+const CANNOT_RUN: i32 = 126;
 
 fn main() {
     let cli = Cli::parse();
@@ -82,21 +85,34 @@ fn main() {
     };
     if let Err(e) = result {
         eprintln!("scx-hint: {e:#}");
-        std::process::exit(if e.downcast_ref::<Exec>().is_some() {
-            CANNOT_RUN
-        } else {
-            1
+        std::process::exit(match e.downcast_ref::<Exec>() {
+            Some(exec) => exec.status(),
+            None => 1,
         });
     }
 }
 
 /// The command could not be executed.
 #[derive(Debug)]
-struct Exec(String);
+struct Exec {
+    program: String,
+    error: std::io::Error,
+}
+
+impl Exec {
+    /// The exit status a shell would give: 127 for a command not found,
+    /// 126 for one found but not runnable.
+    fn status(&self) -> i32 {
+        match self.error.kind() {
+            std::io::ErrorKind::NotFound => NOT_FOUND,
+            _ => CANNOT_RUN,
+        }
+    }
+}
 
 impl std::fmt::Display for Exec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        write!(f, "cannot run {}: {}", self.program, self.error)
     }
 }
 
@@ -133,8 +149,12 @@ fn run(
         }
     }
     let (program, args) = command.split_first().expect("clap requires a command");
-    let err = Command::new(program).args(args).exec();
-    Err(Exec(format!("cannot run {}: {err}", program.to_string_lossy())).into())
+    let error = Command::new(program).args(args).exec();
+    Err(Exec {
+        program: program.to_string_lossy().into_owned(),
+        error,
+    }
+    .into())
 }
 
 /// The scheduler reads a thread's hints at its scheduling events, and takes

@@ -61,18 +61,16 @@ pub fn install(prefix: &Path, debug: bool) -> Result<()> {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     let real = format!("libscx_hints.so.{version}");
-    std::fs::copy(built.join("libscx_hints.so"), lib.join(&real))
-        .context("copying libscx_hints.so")?;
+    replace_file(&built.join("libscx_hints.so"), &lib.join(&real))?;
     for link in [SONAME, "libscx_hints.so"] {
         let path = lib.join(link);
         let _ = std::fs::remove_file(&path);
         std::os::unix::fs::symlink(&real, &path)?;
     }
-    std::fs::copy(built.join("libscx_hints.a"), lib.join("libscx_hints.a"))
-        .context("copying libscx_hints.a")?;
-    std::fs::copy(
-        util::root().join("capi/include/scx_hints.h"),
-        include.join("scx_hints.h"),
+    replace_file(&built.join("libscx_hints.a"), &lib.join("libscx_hints.a"))?;
+    replace_file(
+        &util::root().join("capi/include/scx_hints.h"),
+        &include.join("scx_hints.h"),
     )?;
     let template = std::fs::read_to_string(util::root().join("capi/scx_hints.pc.in"))?;
     let prefix_str = prefix
@@ -85,6 +83,18 @@ pub fn install(prefix: &Path, debug: bool) -> Result<()> {
             .replace("@VERSION@", &version),
     )?;
     Ok(())
+}
+
+/// Copies `from` next to `to` and renames it over `to`, as install(1) does:
+/// a program running with the old library keeps its mapping intact instead
+/// of seeing the file rewritten under it (and crashing).
+fn replace_file(from: &Path, to: &Path) -> Result<()> {
+    let mut tmp = to.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    std::fs::copy(from, &tmp)
+        .with_context(|| format!("copying {} to {}", from.display(), tmp.display()))?;
+    std::fs::rename(&tmp, to).with_context(|| format!("renaming to {}", to.display()))
 }
 
 pub fn cmd(args: CapiArgs) -> Result<i32> {
