@@ -325,43 +325,173 @@ mod tests {
         );
     }
 
-    #[test]
-    fn header_declares_the_exported_functions() {
-        let source = include_str!("lib.rs");
-        let exported: Vec<&str> = source
-            .split("extern \"C\" fn ")
-            .skip(1)
-            .filter_map(|s| s.split('(').next())
-            .filter(|n| n.starts_with("scx_hints_"))
-            .collect();
-        assert!(exported.len() >= 12, "{exported:?}");
-        for f in &exported {
-            assert!(
-                HEADER.contains(&format!(" {f}(")) || HEADER.contains(&format!("*{f}(")),
-                "{f} is exported but not declared in scx_hints.h"
-            );
+    /// The header without comments and preprocessor lines.
+    fn header_code() -> String {
+        let mut code = String::new();
+        let mut rest = HEADER;
+        while let Some(i) = rest.find("/*") {
+            code.push_str(&rest[..i]);
+            rest = rest[i..].split_once("*/").map_or("", |(_, r)| r);
         }
-        for decl in HEADER.split("scx_hints_").skip(1) {
-            let name: String = decl
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if decl[name.len()..].starts_with('(') {
-                let f = format!("scx_hints_{name}");
-                assert!(
-                    exported.contains(&f.as_str()),
-                    "{f} declared but not exported"
-                );
+        code.push_str(rest);
+        code.lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// A C type with its spaces normalised: `const char *` -> `const char*`.
+    fn c_type(t: &str) -> String {
+        t.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .replace(" *", "*")
+    }
+
+    /// Name -> (return type, parameter types) of the header's prototypes.
+    fn header_signatures() -> BTreeMap<String, (String, Vec<String>)> {
+        let mut out = BTreeMap::new();
+        for decl in header_code().split([';', '{', '}']) {
+            let Some((head, params)) = decl.split_once('(') else {
+                continue;
+            };
+            let head = head.trim();
+            let name_at = head
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .map_or(0, |i| i + 1);
+            let (ret, name) = head.split_at(name_at);
+            if !name.starts_with("scx_hints_") {
+                continue;
             }
+            let params = params.trim().trim_end_matches(')');
+            let params = if params.trim() == "void" {
+                Vec::new()
+            } else {
+                params
+                    .split(',')
+                    .map(|p| {
+                        // Drop the parameter's name, keep its type.
+                        let p = p.trim();
+                        c_type(p.trim_end_matches(|c: char| c.is_ascii_alphanumeric() || c == '_'))
+                    })
+                    .collect()
+            };
+            out.insert(name.to_string(), (c_type(ret), params));
         }
+        out
+    }
+
+    /// The C spelling of a Rust type of this file's signatures.
+    fn c_of_rust(t: &str) -> String {
+        match t.trim() {
+            "" | "()" => "void",
+            "c_int" => "int",
+            "usize" => "size_t",
+            "*const c_char" => "const char*",
+            "*mut c_int" => "int*",
+            "*mut c_void" => "void*",
+            "scx_hints_key" => "scx_hints_key",
+            "*mut scx_hints_key" => "scx_hints_key*",
+            "scx_hints_saved" => "struct scx_hints_saved",
+            other => panic!("add the C spelling of the Rust type {other} here"),
+        }
+        .to_string()
+    }
+
+    /// Name -> (return type, parameter types), in C, of the functions this
+    /// file exports.
+    fn exported_signatures() -> BTreeMap<String, (String, Vec<String>)> {
+        let source = include_str!("lib.rs");
+        let tests_at = source.find("#[cfg(test)]").unwrap_or(source.len());
+        let mut out = BTreeMap::new();
+        for f in source[..tests_at].split("extern \"C\" fn ").skip(1) {
+            let (name, rest) = f.split_once('(').unwrap();
+            let (params, rest) = rest.split_once(')').unwrap();
+            let ret = rest
+                .split_once('{')
+                .unwrap()
+                .0
+                .trim()
+                .trim_start_matches("->");
+            let params = params
+                .split(',')
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| c_of_rust(p.split_once(':').unwrap().1))
+                .collect();
+            out.insert(name.to_string(), (c_of_rust(ret), params));
+        }
+        out
+    }
+
+    /// Every exported function is declared, with the same types, and the
+    /// header declares nothing else: a changed parameter type is caught
+    /// here, not by a C program misbehaving.
+    #[test]
+    fn header_prototypes_match_the_exported_functions() {
+        let exported = exported_signatures();
+        assert!(exported.len() >= 12, "{exported:?}");
+        assert_eq!(header_signatures(), exported);
+    }
+
+    /// The parser sees a changed type (so the test above can fail).
+    #[test]
+    fn header_parser_reads_types() {
+        let sigs = header_signatures();
+        assert_eq!(
+            sigs["scx_hints_key_create"],
+            (
+                "int".to_string(),
+                vec![
+                    "const char*".to_string(),
+                    "size_t".to_string(),
+                    "scx_hints_key*".to_string()
+                ]
+            )
+        );
+        assert_eq!(
+            sigs["scx_hints_save"],
+            ("struct scx_hints_saved".to_string(), vec![])
+        );
+        assert_eq!(sigs["scx_hints_key_ptr"].0, "void*");
+    }
+
+    /// `TYPE NAME` fields of a struct in the header, in order.
+    fn header_fields(tag: &str) -> Vec<(String, String)> {
+        let code = header_code();
+        let body = code
+            .split_once(&format!("struct {tag} {{"))
+            .and_then(|(_, b)| b.split_once('}'))
+            .unwrap_or_else(|| panic!("struct {tag} not in the header"))
+            .0;
+        body.split(';')
+            .filter_map(|f| f.trim().rsplit_once(char::is_whitespace))
+            .map(|(t, n)| (c_type(t), n.to_string()))
+            .collect()
     }
 
     #[test]
     fn structs_have_the_header_layout() {
-        assert_eq!(std::mem::size_of::<scx_hints_key>(), 4);
-        assert_eq!(std::mem::size_of::<scx_hints_saved>(), 8);
-        assert!(HEADER.contains("uint16_t offset;") && HEADER.contains("uint16_t size;"));
-        assert!(HEADER.contains("int32_t latency_class;") && HEADER.contains("int32_t priority;"));
+        use std::mem::{offset_of, size_of};
+        assert_eq!(
+            header_fields("scx_hints_key"),
+            [
+                ("uint16_t".into(), "offset".into()),
+                ("uint16_t".into(), "size".into())
+            ]
+        );
+        assert_eq!(offset_of!(scx_hints_key, offset), 0);
+        assert_eq!(offset_of!(scx_hints_key, size), 2);
+        assert_eq!(size_of::<scx_hints_key>(), 4);
+        assert_eq!(
+            header_fields("scx_hints_saved"),
+            [
+                ("int32_t".into(), "latency_class".into()),
+                ("int32_t".into(), "priority".into())
+            ]
+        );
+        assert_eq!(offset_of!(scx_hints_saved, latency_class), 0);
+        assert_eq!(offset_of!(scx_hints_saved, priority), 4);
+        assert_eq!(size_of::<scx_hints_saved>(), 8);
     }
 
     #[test]
