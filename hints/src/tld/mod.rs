@@ -323,8 +323,10 @@ macro_rules! declare_key {
             extern "C" fn create() {
                 let _ = $id.key();
             }
+            // The constructor section: Mach-O names it differently.
             #[used]
-            #[link_section = ".init_array"]
+            #[cfg_attr(target_vendor = "apple", link_section = "__DATA,__mod_init_func")]
+            #[cfg_attr(not(target_vendor = "apple"), link_section = ".init_array")]
             static CREATE: extern "C" fn() = create;
         };
     };
