@@ -510,6 +510,19 @@ mod tests {
                     scx_hints_key_create(c"capi.zero".as_ptr(), 0, &mut k),
                     -libc::EINVAL
                 );
+                // The header's limits: SCX_HINTS_KEY_NAME_MAX bytes of name,
+                // a page minus the block header of value.
+                let longest = std::ffi::CString::new("n".repeat(abi::NAME_LEN - 1)).unwrap();
+                let too_long = std::ffi::CString::new("n".repeat(abi::NAME_LEN)).unwrap();
+                assert_eq!(
+                    scx_hints_key_create(too_long.as_ptr(), 1, &mut k),
+                    -libc::EINVAL
+                );
+                assert_eq!(scx_hints_key_create(longest.as_ptr(), 1, &mut k), 0);
+                assert_eq!(
+                    scx_hints_key_create(c"capi.huge".as_ptr(), abi::MAX_KEY_SIZE + 1, &mut k),
+                    -libc::E2BIG
+                );
                 assert_eq!(
                     scx_hints_key_find(c"capi.absent".as_ptr(), &mut k),
                     -libc::ENOENT
