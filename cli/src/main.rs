@@ -303,12 +303,34 @@ mod tests {
         }
     }
 
+    /// A thread made SCHED_BATCH at nice 7 (both allowed unprivileged) is
+    /// read back as such: a wrong field index fails here.
     #[test]
-    fn reads_its_own_threads() {
+    fn reads_a_thread_s_policy_and_nice() {
         let me = std::process::id();
-        let (comm, nice, policy) = thread_stat(me, &me.to_string()).unwrap();
-        assert!(!comm.is_empty());
-        assert!((-20..=19).contains(&nice));
-        assert!(policy >= 0);
+        let (comm, nice, policy) = std::thread::Builder::new()
+            .name("stat) (test".into())
+            .spawn(move || {
+                // SAFETY: plain syscalls on the calling thread.
+                let tid = unsafe { libc::gettid() };
+                let param = libc::sched_param { sched_priority: 0 };
+                // SAFETY: as above; param is valid.
+                assert_eq!(
+                    unsafe { libc::sched_setscheduler(tid, libc::SCHED_BATCH, &param) },
+                    0
+                );
+                // SAFETY: as above.
+                assert_eq!(
+                    unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 7) },
+                    0
+                );
+                thread_stat(me, &tid.to_string()).unwrap()
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(comm, "stat) (test");
+        assert_eq!(nice, 7);
+        assert_eq!(policy_name(policy), "SCHED_BATCH");
     }
 }
