@@ -18,7 +18,12 @@
 //! assert_eq!(latency_class(), LatencyClass::Interactive);
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod tld;
+
+mod future;
+pub use future::{HintExt, WithLatencyClass};
 
 #[cfg(test)]
 mod cdefs;
@@ -51,6 +56,7 @@ pub enum LatencyClass {
 }
 
 impl LatencyClass {
+    /// Every class, most urgent first.
     pub const ALL: [LatencyClass; 5] = [
         LatencyClass::Critical,
         LatencyClass::Interactive,
@@ -68,6 +74,7 @@ impl LatencyClass {
             .unwrap_or(LatencyClass::Normal)
     }
 
+    /// The class's name as the command line and docs spell it.
     pub fn name(self) -> &'static str {
         match self {
             LatencyClass::Critical => "critical",

@@ -6,15 +6,24 @@ pub const KEY_LATENCY_CLASS: &str = "scx_hints.latency_class";
 /// TLD key of the priority (an `i32`).
 pub const KEY_PRIORITY: &str = "scx_hints.priority";
 
+/// Latency class `normal` (the default: a zeroed block reads as it).
 pub const CLASS_NORMAL: i32 = 0;
+/// Latency class `critical`.
 pub const CLASS_CRITICAL: i32 = 1;
+/// Latency class `interactive`.
 pub const CLASS_INTERACTIVE: i32 = 2;
+/// Latency class `batch`.
 pub const CLASS_BATCH: i32 = 3;
+/// Latency class `background`.
 pub const CLASS_BACKGROUND: i32 = 4;
+/// Number of latency classes.
 pub const NR_CLASSES: i32 = 5;
 
+/// Lowest priority value (most CPU).
 pub const PRIO_MIN: i32 = -20;
+/// Highest priority value (least CPU).
 pub const PRIO_MAX: i32 = 19;
+/// Priority of a thread that sets none.
 pub const PRIO_DEFAULT: i32 = 0;
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use crossbeam::channel::RecvTimeoutError;
 use libbpf_rs::{MapCore, MapFlags, OpenObject};
 use log::{info, warn};
 use scx_stats::prelude::*;
+use scx_utils::libbpf_clap_opts::LibbpfOpts;
 use scx_utils::{build_id, scx_ops_attach, scx_ops_load, scx_ops_open, uei_exited, uei_report};
 use scx_utils::{try_set_rlimit_infinity, UserExitInfo};
 
@@ -43,7 +44,6 @@ const MAX_ALLOW_IDS: usize = bpf_intf::hinted_consts_HINTED_MAX_ALLOW_IDS as usi
 ///
 /// Needs a kernel with sched_ext (CONFIG_SCHED_CLASS_EXT) and root.
 #[derive(Debug, Parser)]
-#[command(version)]
 struct Opts {
     /// Time slice of normal tasks, in microseconds. The slice of a class is
     /// also its request: a task's virtual deadline is its vruntime plus its
@@ -157,6 +157,27 @@ struct Opts {
     /// Verbose output, including libbpf's messages.
     #[arg(short, long)]
     verbose: bool,
+
+    /// Print the version and build id (version, git commit, target) and exit.
+    #[arg(short = 'V', long)]
+    version: bool,
+
+    #[command(flatten, next_help_heading = "Libbpf Options")]
+    libbpf: LibbpfOpts,
+}
+
+/// The build id printed by -V and logged at start, as scx schedulers do:
+/// version, git commit of this tree (with -dirty), target (/debug).
+fn build_id() -> String {
+    let full = build_id::full_version(env!("CARGO_PKG_VERSION"));
+    match option_env!("SCX_HINTED_GIT") {
+        Some(git) if !git.is_empty() => full.replacen(
+            env!("CARGO_PKG_VERSION"),
+            &format!("{}-{git}", env!("CARGO_PKG_VERSION")),
+            1,
+        ),
+        _ => full,
+    }
 }
 
 /// A uid or gid given by number or by name.
@@ -214,14 +235,12 @@ impl<'a> Scheduler<'a> {
             .map(|g| resolve_id(g, true))
             .transpose()?;
 
-        info!(
-            "{SCHEDULER_NAME} {}",
-            build_id::full_version(env!("CARGO_PKG_VERSION"))
-        );
+        info!("{SCHEDULER_NAME} {}", build_id());
 
         let mut skel_builder = BpfSkelBuilder::default();
         skel_builder.obj_builder.debug(opts.verbose);
-        let mut skel = scx_ops_open!(skel_builder, open_object, hinted_ops, None)?;
+        let open_opts = opts.libbpf.clone().into_bpf_open_opts();
+        let mut skel = scx_ops_open!(skel_builder, open_object, hinted_ops, open_opts)?;
         skel.struct_ops.hinted_ops_mut().exit_dump_len = opts.exit_dump_len;
 
         let us = |v: u64| v.saturating_mul(1000);
@@ -377,6 +396,11 @@ fn init_log(verbose: bool) -> Result<()> {
 
 fn main() -> Result<()> {
     let opts = Opts::parse();
+
+    if opts.version {
+        println!("{SCHEDULER_NAME} {}", build_id());
+        return Ok(());
+    }
 
     if opts.help_stats {
         stats::server_data().describe_meta(&mut std::io::stdout(), None)?;

@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the developer commands of scx-hints.
 
 mod bench;
+mod capi;
 mod demo;
 mod setup;
 mod test;
@@ -32,6 +33,8 @@ enum Cmd {
     Test(test::TestArgs),
     /// Run benchmarks and print their results as ratios.
     Bench(bench::BenchArgs),
+    /// Install the C library (libscx_hints, header, pkg-config file).
+    Capi(capi::CapiArgs),
     /// Install the host packages the build and tests need.
     Setup,
     /// Boot the sched_ext guest kernel under qemu and run a command in it.
@@ -44,6 +47,7 @@ fn main() {
         Cmd::Demo => demo::run(),
         Cmd::Test(args) => test::run(args),
         Cmd::Bench(args) => bench::run(args),
+        Cmd::Capi(args) => capi::cmd(args),
         Cmd::Setup => setup::host().map(|()| 0),
         Cmd::Vm(args) => vm::cmd(args),
     };

@@ -121,6 +121,7 @@ pub fn run(args: TestArgs) -> Result<i32> {
             "clippy",
             "--workspace",
             "--all-targets",
+            "--all-features",
             "--quiet",
             "--",
             "-D",
@@ -133,11 +134,40 @@ pub fn run(args: TestArgs) -> Result<i32> {
             "test",
             "--no-fail-fast",
             "--workspace",
+            "--all-features",
             "--exclude",
             "tld_kernel_tests",
         ]),
     );
+    tally.check(
+        "rustdoc of scx_hints (missing docs and warnings denied)",
+        util::run(
+            util::cargo()
+                .args(["doc", "--quiet", "--no-deps", "-p", "scx_hints"])
+                .env("RUSTDOCFLAGS", "-D warnings"),
+        ),
+    );
+    other_platform_check(&mut tally);
+    tally.check(
+        "cargo install --path scheduler installs scx_hinted alone, with -V",
+        install_check(),
+    );
+    let examples = crate::capi::examples();
+    let examples_dir = examples.as_ref().ok().cloned();
+    tally.check(
+        "C library: header matches exports; C, C++ and Python examples",
+        examples.map(|_| ()),
+    );
     if util::is_root() {
+        if let Some(dir) = examples_dir {
+            tally.cargo_test(
+                "C example registers with a pinned map (host kernel)",
+                util::cargo()
+                    .args(["test", "-p", "tld_kernel_tests", "--test", "capi"])
+                    .args(["--", "--ignored"])
+                    .env("SCX_HINTS_EXAMPLES_DIR", dir),
+            );
+        }
         tally.cargo_test(
             "TLD tests on the host kernel",
             util::cargo().args(["test", "--no-fail-fast", "-p", "tld_kernel_tests"]),
@@ -176,6 +206,80 @@ pub fn run(args: TestArgs) -> Result<i32> {
     Ok(if tally.failed == 0 { 0 } else { 1 })
 }
 
+/// A target without BPF that scx_hints must build for, as a no-op.
+const OTHER_PLATFORM: &str = "x86_64-apple-darwin";
+
+/// scx_hints builds outside Linux: checked when that target's standard
+/// library is installed (`rustup target add x86_64-apple-darwin`).
+fn other_platform_check(tally: &mut Tally) {
+    let installed =
+        util::output(std::process::Command::new("rustup").args(["target", "list", "--installed"]))
+            .is_ok_and(|out| out.lines().any(|l| l.trim() == OTHER_PLATFORM));
+    if !installed {
+        loud(format!(
+            "SKIPPED: scx_hints on {OTHER_PLATFORM} (rustup target add {OTHER_PLATFORM} to check it)"
+        ));
+        return;
+    }
+    // clippy alone does no code generation, so it misses what only the
+    // backend refuses (an ELF-only link section on Mach-O): build the rlib
+    // too (no linker needed).
+    tally.check(
+        &format!("scx_hints builds on {OTHER_PLATFORM} (no BPF: hints are stores)"),
+        util::run(util::cargo().args([
+            "clippy",
+            "--quiet",
+            "-p",
+            "scx_hints",
+            "--target",
+            OTHER_PLATFORM,
+            "--",
+            "-D",
+            "warnings",
+        ]))
+        .and_then(|()| {
+            util::run(util::cargo().args([
+                "build",
+                "--quiet",
+                "-p",
+                "scx_hints",
+                "--lib",
+                "--target",
+                OTHER_PLATFORM,
+            ]))
+        }),
+    );
+}
+
+/// `cargo install --path scheduler` into a scratch root: exactly one
+/// binary, scx_hinted, which prints its build id. Reuses the release build
+/// of the workspace target directory.
+fn install_check() -> Result<()> {
+    let root = util::root().join("target/xtask-install");
+    let _ = std::fs::remove_dir_all(&root);
+    util::run(
+        util::cargo()
+            .args(["install", "--quiet", "--locked", "--path"])
+            .arg(util::root().join("scheduler"))
+            .arg("--root")
+            .arg(&root),
+    )?;
+    let mut bins: Vec<String> = std::fs::read_dir(root.join("bin"))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    bins.sort();
+    anyhow::ensure!(
+        bins == ["scx_hinted"],
+        "cargo install installed {bins:?}, not just scx_hinted"
+    );
+    let version = util::output(std::process::Command::new(root.join("bin/scx_hinted")).arg("-V"))?;
+    anyhow::ensure!(
+        version.starts_with("scx_hinted 0.") && version.contains("linux"),
+        "scx_hinted -V printed {version:?}, not a build id"
+    );
+    Ok(())
+}
+
 /// The release binaries the guest runs (built on the host: the guest sees
 /// the workspace read-only).
 pub fn build_scheduler() -> Result<std::path::PathBuf> {
@@ -187,6 +291,10 @@ pub fn build_scheduler() -> Result<std::path::PathBuf> {
         "-p",
         "scx_hinted",
         "--bins",
+        "--features",
+        "scx_hinted/guest-tests",
+        "-p",
+        "scx_hint",
     ]))?;
     let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
@@ -201,12 +309,13 @@ fn guest_test_script(bin: &std::path::Path) -> String {
     let q = |p: &std::path::Path| crate::vm::shell_quote(&p.to_string_lossy());
     format!(
         "set -e\n\
-         guest_stage {} {} stress-ng\n\
+         guest_stage {} {} {} stress-ng\n\
          export PATH=\"$GUEST_TMP/bin:$PATH\"\n\
          set +e\n\
          scx_hinted_tests --scheduler \"$GUEST_TMP/bin/scx_hinted\"\n",
         q(&bin.join("scx_hinted")),
         q(&bin.join("scx_hinted_tests")),
+        q(&bin.join("scx-hint")),
     )
 }
 

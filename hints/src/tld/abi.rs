@@ -5,16 +5,27 @@
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU16, AtomicU64};
 
+/// Marks an initialised metadata page (`"TLD1"` little-endian).
 pub const MAGIC: u32 = 0x3144_4c54;
+/// Layout version of the metadata page.
 pub const VERSION: u16 = 1;
+/// Size of the metadata page; no block crosses a page of this size.
 pub const PAGE_SIZE: usize = 4096;
+/// Bytes of a key name field, NUL included (names are 1 to 61 bytes).
 pub const NAME_LEN: usize = 62;
+/// Size of one metadata entry (name and size).
 pub const ENTRY_SIZE: usize = 64;
+/// Size of the metadata page's header, before the entries.
 pub const META_HDR_SIZE: usize = 64;
+/// Key slots of a process.
 pub const MAX_KEYS: usize = 63;
+/// Size of a thread block's header, before the key data.
 pub const DATA_HDR_SIZE: usize = 8;
+/// Alignment of every key's offset (and the largest value alignment).
 pub const ALIGN: usize = 8;
+/// Bytes every block keeps, at least, for keys created after it.
 pub const DYN_BUDGET: usize = 64;
+/// Largest key: a page minus the block header.
 pub const MAX_KEY_SIZE: usize = PAGE_SIZE - DATA_HDR_SIZE;
 
 /// Where the scheduler pins the task-storage map; `SCX_HINTS_TLD_MAP` overrides it.
@@ -29,6 +40,7 @@ pub const MAP_PIN_ENV: &str = "SCX_HINTS_TLD_MAP";
 /// after they saw the size (acquire): hence a cell, not a plain array.
 #[repr(C)]
 pub struct MetaEntry {
+    /// The key's name, NUL-padded.
     pub name: UnsafeCell<[u8; NAME_LEN]>,
     /// Published last, with release order; 0 while the slot is being written.
     pub size: AtomicU16,
@@ -39,12 +51,19 @@ pub struct MetaEntry {
 /// compare-and-swap (see [`State`]).
 #[repr(C, align(4096))]
 pub struct MetaPage {
+    /// [`MAGIC`] once the page is initialised.
     pub magic: u32,
+    /// [`VERSION`].
     pub version: u16,
+    /// [`META_HDR_SIZE`].
     pub hdr_size: u16,
+    /// The packed [`State`] word.
     pub state: AtomicU64,
+    /// A random value naming this page (tells a fresh page from a reused one).
     pub cookie: u32,
+    /// Zero.
     pub reserved: [u8; META_HDR_SIZE - 20],
+    /// The key slots, in creation order.
     pub entries: [MetaEntry; MAX_KEYS],
 }
 
@@ -56,8 +75,11 @@ unsafe impl Sync for MetaPage {}
 /// `struct tld_data_hdr`.
 #[repr(C)]
 pub struct DataHdr {
+    /// Bytes of key data in this block.
     pub capacity: u16,
+    /// Zero.
     pub reserved0: u16,
+    /// Zero.
     pub reserved1: u32,
 }
 
@@ -66,9 +88,13 @@ pub struct DataHdr {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MapValue {
+    /// Address of the page holding the thread's block (a user pointer the kernel pins).
     pub data: u64,
+    /// Address of the metadata page (a user pointer the kernel pins).
     pub meta: u64,
+    /// Offset of the block in its page.
     pub start: u16,
+    /// Zero.
     pub reserved: [u16; 3],
 }
 
@@ -87,6 +113,7 @@ pub struct State {
 }
 
 impl State {
+    /// Unpacks the state word.
     pub fn unpack(w: u64) -> Self {
         State {
             cnt: w as u16,
@@ -95,6 +122,7 @@ impl State {
         }
     }
 
+    /// Packs into the state word.
     pub fn pack(self) -> u64 {
         self.cnt as u64 | (self.data_size as u64) << 16 | (self.capacity as u64) << 32
     }

@@ -10,10 +10,13 @@
 
 use super::abi;
 use super::sys;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
+#[cfg(target_os = "linux")]
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::sync::Once;
+#[cfg(target_os = "linux")]
 use std::time::Duration;
 
 /// Bumped whenever threads must register again.
@@ -136,9 +139,18 @@ fn start_watcher() {
         return;
     }
     install_fork_handler();
-    if !watcher_enabled() {
-        return;
+    if watcher_enabled() {
+        spawn_watcher();
     }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn spawn_watcher() {
+    // No BPF map outside Linux: nothing to watch for.
+}
+
+#[cfg(target_os = "linux")]
+fn spawn_watcher() {
     let spawned = std::thread::Builder::new()
         .name("scx-hints-watch".into())
         .stack_size(64 * 1024)
@@ -149,10 +161,12 @@ fn start_watcher() {
 }
 
 /// The fallback period of the watcher, for changes inotify cannot report.
+#[cfg(target_os = "linux")]
 const RECHECK_PERIOD: Duration = Duration::from_secs(5);
 
 /// Waits for changes of the pin's directory (or its nearest existing
 /// ancestor) and rechecks the pin after each.
+#[cfg(target_os = "linux")]
 fn watch() {
     // SAFETY: plain syscall; the fd is checked.
     let ino = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
@@ -182,6 +196,7 @@ fn watch() {
 }
 
 /// Watches the directory of the pin, or the nearest ancestor that exists.
+#[cfg(target_os = "linux")]
 fn add_watch(ino: RawFd) -> bool {
     let path = pin_path();
     let mut dir = std::path::Path::new(&path).parent();

@@ -6,7 +6,7 @@
 //! task-storage map (through UPTR: the kernel pins the pages). After that,
 //! [`Key::set`] is a plain store into the thread's own memory.
 //!
-//! Keys are declared statically ([`declare_key!`], created before `main`, so
+//! Keys are declared statically ([`declare_key!`](crate::declare_key!), created before `main`, so
 //! that they size every thread's block) or created at run time
 //! ([`create_key`], sharing a fixed extra budget of at least
 //! [`abi::DYN_BUDGET`] bytes per thread). Without a pinned map (no
@@ -19,6 +19,8 @@
 pub mod abi;
 mod map;
 mod meta;
+// Outside Linux there is no BPF: the same calls, always failing (no map).
+#[cfg_attr(not(target_os = "linux"), path = "sys_other.rs")]
 mod sys;
 mod thread;
 mod words;
@@ -191,10 +193,48 @@ pub fn get_or_create_key<T: Pod>(name: &str) -> Result<Key<T>, KeyError> {
     }
 }
 
+/// A key known only by its size, for bindings to other languages (the C
+/// library): the caller keeps to the size. Rust code uses [`Key`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawKey {
+    /// Offset of the value in a thread's block.
+    pub offset: u16,
+    /// Size of the value in bytes.
+    pub size: u16,
+}
+
+impl RawKey {
+    /// A pointer to the calling thread's value (`size` bytes, 8-byte
+    /// aligned), valid until the thread exits; None without a block.
+    pub fn as_ptr(&self) -> Option<*mut u8> {
+        thread::with_ptr(self.offset as usize, self.size as usize, |p| p)
+    }
+}
+
+/// Creates a key of `size` bytes (see [`create_key`]).
+pub fn create_raw_key(name: &str, size: usize) -> Result<RawKey, KeyError> {
+    if size == 0 {
+        return Err(KeyError::InvalidSize);
+    }
+    let slot = meta::create(name, size)?;
+    Ok(RawKey {
+        offset: slot.offset as u16,
+        size: slot.size as u16,
+    })
+}
+
+/// Finds an existing key of any size.
+pub fn find_raw_key(name: &str) -> Option<RawKey> {
+    meta::find(name).map(|slot| RawKey {
+        offset: slot.offset as u16,
+        size: slot.size as u16,
+    })
+}
+
 const UNRESOLVED: u32 = 0;
 const ERROR_BIT: u32 = 1 << 31;
 
-/// A key declared in a `static`, resolved once (by [`declare_key!`]'s
+/// A key declared in a `static`, resolved once (by [`declare_key!`](crate::declare_key!)'s
 /// constructor before `main`, or at first use).
 pub struct StaticKey<T: Pod> {
     name: &'static str,
@@ -204,6 +244,8 @@ pub struct StaticKey<T: Pod> {
 }
 
 impl<T: Pod> StaticKey<T> {
+    /// A key named `name`, created at first use (or before `main` by
+    /// [`declare_key!`](crate::declare_key!)).
     pub const fn new(name: &'static str) -> Self {
         StaticKey {
             name,
@@ -212,6 +254,7 @@ impl<T: Pod> StaticKey<T> {
         }
     }
 
+    /// The key's name.
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -291,8 +334,10 @@ macro_rules! declare_key {
             extern "C" fn create() {
                 let _ = $id.key();
             }
+            // The constructor section: Mach-O names it differently.
             #[used]
-            #[link_section = ".init_array"]
+            #[cfg_attr(target_vendor = "apple", link_section = "__DATA,__mod_init_func")]
+            #[cfg_attr(not(target_vendor = "apple"), link_section = ".init_array")]
             static CREATE: extern "C" fn() = create;
         };
     };
@@ -314,6 +359,16 @@ pub fn register_thread() -> Registration {
 /// only if that watcher is disabled (`SCX_HINTS_WATCH=0`).
 pub fn recheck_map() -> bool {
     map::recheck()
+}
+
+/// Whether thread `tid` (of any process) has a registration in the map
+/// pinned at [`map_pin_path`]: for tools that inspect other programs
+/// (`scx-hint show`). Needs read access to the pin.
+pub fn thread_registered(tid: i32) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let map = sys::obj_get_read_only(&map_pin_path())?;
+    let pidfd = sys::pidfd_of_thread(tid)?;
+    sys::map_contains::<abi::MapValue>(map.as_raw_fd(), &pidfd)
 }
 
 /// The bpffs path where the map is looked for.

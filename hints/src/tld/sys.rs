@@ -5,10 +5,13 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+const BPF_MAP_LOOKUP_ELEM: libc::c_int = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_int = 3;
 const BPF_OBJ_GET: libc::c_int = 7;
 const BPF_ANY: u64 = 0;
+/// `BPF_F_RDONLY`: open a pinned map for lookups only.
+const BPF_F_RDONLY: u32 = 1 << 3;
 /// `PIDFD_THREAD` has the value of `O_EXCL` (since Linux 6.9).
 const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
 
@@ -64,6 +67,47 @@ pub fn obj_get(path: &str) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Opens a pinned BPF map for lookups only.
+pub fn obj_get_read_only(path: &str) -> io::Result<OwnedFd> {
+    let c = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut attr = ObjGetAttr {
+        pathname: c.as_ptr() as u64,
+        file_flags: BPF_F_RDONLY,
+        ..Default::default()
+    };
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: the kernel returned a new file descriptor that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `BPF_MAP_LOOKUP_ELEM` with a pidfd key: whether the entry exists.
+pub fn map_contains<V: Default>(map: RawFd, pidfd: &OwnedFd) -> io::Result<bool> {
+    let key: i32 = pidfd.as_raw_fd();
+    let mut value = V::default();
+    let mut attr = MapElemAttr {
+        map_fd: map as u32,
+        key: &key as *const i32 as u64,
+        value: &mut value as *mut V as u64,
+        ..Default::default()
+    };
+    match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A pidfd naming thread `tid` of any process.
+pub fn pidfd_of_thread(tid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new file descriptor that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
 /// `BPF_MAP_UPDATE_ELEM` with a pidfd key.
 pub fn map_update<V>(map: RawFd, pidfd: &OwnedFd, value: &V) -> io::Result<()> {
     let key: i32 = pidfd.as_raw_fd();
@@ -95,13 +139,7 @@ pub fn gettid() -> libc::pid_t {
 
 /// A pidfd naming the calling thread (not its process).
 pub fn thread_pidfd() -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, gettid(), PIDFD_THREAD) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new file descriptor that we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+    pidfd_of_thread(gettid())
 }
 
 /// The identity of the file at `path` (device, inode), if it exists.
