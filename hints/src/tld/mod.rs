@@ -313,7 +313,7 @@ pub fn map_pin_path() -> String {
 /// Internals exposed for the project's own kernel tests. Not a stable API.
 #[doc(hidden)]
 pub mod testing {
-    pub use super::map::epoch;
+    pub use super::map::{epoch, watcher_ready};
     pub use super::meta::fork_waiting;
     pub use super::thread::{block_address, release as release_thread};
 

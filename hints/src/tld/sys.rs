@@ -93,10 +93,10 @@ pub fn gettid() -> libc::pid_t {
     unsafe { libc::gettid() }
 }
 
-/// A pidfd naming the calling thread (not its process).
-pub fn thread_pidfd() -> io::Result<OwnedFd> {
+/// A pidfd naming thread `tid` (not its process).
+pub fn thread_pidfd_of(tid: libc::pid_t) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, gettid(), PIDFD_THREAD) };
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: GPL-2.0-only OR MIT
+//! Restarts as a user meets them (issue 8): an application in its own
+//! process sets each thread's hint once at start and never again, beside CPU
+//! hogs; scx_hinted is stopped (SIGINT, or killed with SIGKILL) and started
+//! again. Within 1 s of the new instance attaching, its threads must be
+//! registered and scheduled by their hints again, the application doing
+//! nothing.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use scx_hints::LatencyClass;
+
+use crate::harness::{self, nr_cpus, stats, Env, Sched, Stats};
+use crate::workers::{self, Kind, Spec, Worker};
+
+/// The longest a running application may stay unhinted after the new
+/// scheduler instance is attached (issue 8's goal).
+const RECOVERY_LIMIT: Duration = Duration::from_secs(1);
+/// How long recovery is watched for, so that a failure reports how late it
+/// came (or that it never came).
+const RECOVERY_WATCH: Duration = Duration::from_secs(6);
+/// CPU hogs of another "user" (unhinted threads of this process), at nice
+/// 19 so that the scheduler's own start (BPF verification, slow under TCG)
+/// is not starved while no sched_ext scheduler is attached.
+const HOGS: usize = 4;
+
+/// The application: `--hinted-app SECS` of scx_hinted_tests.
+const CRITICAL_THREADS: f64 = 1.0;
+const BATCH_THREADS: f64 = 2.0;
+
+/// SIGINT, and a new start that reuses the pinned map.
+pub fn sigint(env: &Env) -> Result<String> {
+    restart_with(env, Stop::Sigint)
+}
+
+/// SIGKILL, and a new start that reuses the pinned map.
+pub fn sigkill(env: &Env) -> Result<String> {
+    restart_with(env, Stop::Sigkill)
+}
+
+/// SIGINT, the pin removed (what scx_hinted tells to do when a pinned map
+/// of another version cannot be reused), and a new start with a new map:
+/// the application's threads must register in it by themselves.
+pub fn new_map(env: &Env) -> Result<String> {
+    restart_with(env, Stop::SigintNewMap)
+}
+
+#[derive(Clone, Copy)]
+enum Stop {
+    Sigint,
+    Sigkill,
+    SigintNewMap,
+}
+
+/// Registered threads, critical and batch tasks, as the scheduler counts them.
+fn counts(s: &Stats) -> [f64; 3] {
+    [
+        s.get("registered"),
+        s.class("critical", "tasks"),
+        s.class("batch", "tasks"),
+    ]
+}
+
+/// Whether the application's threads are counted in their hinted classes,
+/// beyond the `base` counts.
+fn app_hinted(s: &Stats, base: [f64; 3]) -> bool {
+    let [reg, crit, batch] = counts(s);
+    reg - base[0] >= CRITICAL_THREADS + BATCH_THREADS
+        && crit - base[1] >= CRITICAL_THREADS
+        && batch - base[2] >= BATCH_THREADS
+}
+
+fn restart_with(env: &Env, stop: Stop) -> Result<String> {
+    let sched = Sched::start(env, &[])?;
+    let hogs: Vec<Worker> = (0..HOGS.max(2 * nr_cpus()))
+        .map(|_| {
+            Worker::spawn(Spec::new(Kind::Hog, None).setup(|| {
+                // SAFETY: setpriority on the calling thread (who = 0).
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+            }))
+        })
+        .collect();
+    // This process's own registrations (none expected), for comparison.
+    let base = counts(&stats()?);
+    let mut app = App::start(env, 120)?;
+    harness::wait_stats(Duration::from_secs(10), |s| app_hinted(s, base))
+        .context("the application's hints were never seen, before any restart")?;
+
+    match stop {
+        Stop::Sigint => sched.stop()?,
+        Stop::SigintNewMap => {
+            sched.stop()?;
+            std::fs::remove_file(&env.pin)
+                .with_context(|| format!("removing {}", env.pin.display()))?;
+        }
+        Stop::Sigkill => {
+            sched.kill9()?;
+            harness::wait_state("disabled", Duration::from_secs(10))
+                .context("the kernel did not detach the killed scheduler")?;
+        }
+    }
+    let mut sched = Sched::start(env, &[])?;
+    // Sched::start returns once the instance is attached and serves stats.
+    let attached = Instant::now();
+    let mut last = stats()?;
+    let recovered = loop {
+        if app_hinted(&last, [0.0; 3]) {
+            break Some(attached.elapsed());
+        }
+        if attached.elapsed() > RECOVERY_WATCH {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        last = stats()?;
+    };
+    let app_alive = app.alive();
+    let app_report = app.stop();
+    sched.check()?;
+    workers::stop_all(hogs);
+    sched.stop()?;
+    ensure!(app_alive, "the application died: {app_report}");
+    let what = match stop {
+        Stop::Sigint => "SIGINT",
+        Stop::Sigkill => "SIGKILL",
+        Stop::SigintNewMap => "SIGINT and a new map",
+    };
+    match recovered {
+        Some(t) if t <= RECOVERY_LIMIT => Ok(format!(
+            "after {what} and a new start, the app's 3 threads were hinted again {:.0} ms \
+             after the attach ({})",
+            t.as_secs_f64() * 1e3,
+            app_report
+        )),
+        Some(t) => bail!(
+            "after {what} and a new start, the app's hints came back only after {:.0} ms \
+             (limit {} ms); app: {app_report}",
+            t.as_secs_f64() * 1e3,
+            RECOVERY_LIMIT.as_millis()
+        ),
+        None => bail!(
+            "after {what} and a new start, the app's hints were not seen within {} s: {}; \
+             app: {app_report}",
+            RECOVERY_WATCH.as_secs(),
+            last.summary()
+        ),
+    }
+}
+
+/// The application under test, a child process.
+struct App {
+    child: Child,
+}
+
+impl App {
+    fn start(env: &Env, secs: u64) -> Result<Self> {
+        let mut child = Command::new(&env.self_exe)
+            .args(["--hinted-app", &secs.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the application (--hinted-app)")?;
+        let out = child.stdout.take().context("no stdout pipe")?;
+        let mut line = String::new();
+        BufReader::new(out)
+            .read_line(&mut line)
+            .context("reading the application's first line")?;
+        if !line.starts_with("ready") {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the application did not start: {line:?}");
+        }
+        Ok(Self { child })
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        match self.child.wait() {
+            Ok(st) => format!("app ended with {st} when stopped"),
+            Err(e) => format!("app: {e}"),
+        }
+    }
+}
+
+/// `--hinted-app SECS`: one critical periodic thread and two batch hogs,
+/// each setting its class once and never touching a hint again. Prints
+/// `ready` once every thread set its class, then runs SECS seconds (or until
+/// its parent dies).
+pub fn hinted_app(secs: u64) -> i32 {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only affects this process.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let specs = [
+        (LatencyClass::Critical, periodic()),
+        (LatencyClass::Batch, Kind::Hog),
+        (LatencyClass::Batch, Kind::Hog),
+    ];
+    let workers: Vec<Worker> = specs
+        .into_iter()
+        .map(|(class, kind)| {
+            let tx = tx.clone();
+            // The class is set here, once; the worker itself never sets one.
+            Worker::spawn(Spec::new(kind, None).setup(move || {
+                scx_hints::set_latency_class(class);
+                let _ = tx.send(format!("{class}:{:?}", scx_hints::registration()));
+            }))
+        })
+        .collect();
+    drop(tx);
+    let states: Vec<String> = rx.iter().collect();
+    println!("ready {}", states.join(" "));
+    std::thread::sleep(Duration::from_secs(secs));
+    workers::stop_all(workers);
+    0
+}
+
+fn periodic() -> Kind {
+    Kind::Periodic {
+        work: Duration::from_micros(500),
+        period: Duration::from_millis(4),
+    }
+}
