@@ -298,9 +298,11 @@ pub fn register_thread() -> Registration {
     thread::register_now()
 }
 
-/// Checks the map's pin now and, if it changed, makes every thread register
-/// again on its next access. A watcher thread does this by itself; call it
-/// only if that watcher is disabled (`SCX_HINTS_WATCH=0`).
+/// Checks the map's pin now: if the usable map changed (pinned, replaced,
+/// removed, or openable after a mode change), registers every thread of the
+/// process in it; also runs the registration retries that are due. Returns
+/// true if the map changed. A watcher thread does this by itself; call it
+/// (periodically) only if that watcher is disabled (`SCX_HINTS_WATCH=0`).
 pub fn recheck_map() -> bool {
     map::recheck()
 }

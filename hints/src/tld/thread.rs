@@ -521,3 +521,71 @@ pub fn block_address() -> Option<usize> {
         .ok()
         .filter(|&a| a != 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_told_apart_by_errno() {
+        assert_eq!(
+            Registration::from_errno(libc::EACCES),
+            Registration::NotAllowed(libc::EACCES)
+        );
+        assert_eq!(
+            Registration::from_errno(libc::EPERM),
+            Registration::NotAllowed(libc::EPERM)
+        );
+        assert_eq!(Registration::from_errno(libc::ENOENT), Registration::NoMap);
+        assert_eq!(
+            Registration::from_errno(libc::EMFILE),
+            Registration::Failed(libc::EMFILE)
+        );
+        assert_eq!(
+            Registration::NotAllowed(libc::EACCES).errno(),
+            Some(libc::EACCES)
+        );
+        assert_eq!(Registration::NoMap.errno(), None);
+        assert!(Registration::Registered.is_registered());
+        assert!(!Registration::Failed(libc::ENOMEM).is_registered());
+    }
+
+    #[test]
+    fn only_transient_failures_retry_by_themselves() {
+        for e in [libc::EAGAIN, libc::ENOMEM, libc::EMFILE, libc::ENFILE] {
+            assert!(Registration::Failed(e).transient(), "errno {e}");
+        }
+        for r in [
+            Registration::Failed(libc::EINVAL),
+            Registration::Failed(libc::EOPNOTSUPP),
+            Registration::NotAllowed(libc::EACCES),
+            Registration::NoMap,
+            Registration::Registered,
+        ] {
+            assert!(!r.transient(), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn retry_delays_double_up_to_a_cap() {
+        assert_eq!(retry_delay(1), RETRY_FIRST);
+        assert_eq!(retry_delay(2), RETRY_FIRST * 2);
+        assert_eq!(retry_delay(3), RETRY_FIRST * 4);
+        assert_eq!(retry_delay(40), RETRY_MAX);
+        assert_eq!(retry_delay(u32::MAX), RETRY_MAX);
+        let mut last = Duration::ZERO;
+        for n in 1..64 {
+            assert!(retry_delay(n) >= last);
+            last = retry_delay(n);
+        }
+    }
+
+    #[test]
+    fn outcomes_say_what_happened() {
+        assert!(Registration::NoMap.to_string().contains("no scheduler"));
+        let s = Registration::NotAllowed(libc::EACCES).to_string();
+        assert!(s.contains("not allowed") && s.contains("ermission"), "{s}");
+        let s = Registration::Failed(libc::EMFILE).to_string();
+        assert!(s.contains("failed") && s.contains("files"), "{s}");
+    }
+}
