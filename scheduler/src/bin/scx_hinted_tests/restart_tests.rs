@@ -87,10 +87,20 @@ impl AttachClock {
         let at = Arc::new(Mutex::new(None));
         let (st, a) = (stop.clone(), at.clone());
         let thread = std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut said = 0;
             while !st.load(Ordering::Relaxed) {
                 if sched_state() == "enabled" {
                     *a.lock().unwrap() = Some(Instant::now());
                     return;
+                }
+                // A start under load can take minutes on a busy TCG host:
+                // say so in the kernel log (no 9p access during a restart),
+                // which also feeds the harness's stall watchdog.
+                let secs = start.elapsed().as_secs();
+                if secs >= said + 20 {
+                    said = secs;
+                    kmsg(&format!("restart_app: waiting {secs} s for the attach"));
                 }
                 std::thread::sleep(Duration::from_millis(2));
             }
@@ -110,6 +120,14 @@ impl AttachClock {
         }
         let seen = *self.at.lock().unwrap();
         seen.unwrap_or_else(Instant::now)
+    }
+}
+
+/// Writes a line to the kernel log.
+fn kmsg(line: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+        let _ = writeln!(f, "scx_hinted_tests: {line}");
     }
 }
 
