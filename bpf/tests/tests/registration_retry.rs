@@ -238,3 +238,25 @@ fn a_registration_without_a_free_fd_is_retried_by_itself() {
     );
     eprintln!("after EMFILE: {reply} ms");
 }
+
+#[test]
+fn a_pin_in_a_closed_directory_is_not_allowed_rather_than_absent() {
+    let Some(fx) = fixture() else { return };
+    let pin = PrivatePin::new(fx, "closed_dir");
+    // scx_hinted's default: the pin's directory is root's, mode 0700.
+    let dir = pin.dir.join("closed");
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("tld");
+    let mut map = libbpf_rs::MapHandle::try_from(&fx.skel.maps.scx_hints_tld).unwrap();
+    map.pin(&path).unwrap();
+    chmod(&path, 0o666);
+    chmod(&dir, 0o700);
+
+    let mut probe = Probe::start(&path, &["--uid", NOBODY]);
+    assert_eq!(probe.line(), format!("state NotAllowed({})", libc::EACCES));
+    // The directory opens up: the app registers by itself.
+    chmod(&dir, 0o755);
+    let reply = probe.wait_registered();
+    assert!(reply.starts_with("state Registered "), "{reply}");
+    probe.finish();
+}

@@ -98,26 +98,31 @@ enum Opened {
 /// Called without the lock held (it makes system calls).
 fn open_pin(path: &str) -> (Opened, Option<(u64, u64)>) {
     for _ in 0..3 {
-        let before = sys::file_identity(path);
-        if before.is_none() {
-            return (Opened::Nothing, None);
-        }
+        let before = match sys::file_identity(path) {
+            Ok(id) => id,
+            Err(libc::ENOENT | libc::ENOTDIR) => return (Opened::Nothing, None),
+            // A directory on the way may not be searched: a pin may be
+            // there, but not for us.
+            Err(e) => return (Opened::Failed(std::io::Error::from_raw_os_error(e)), None),
+        };
         match sys::obj_get(path) {
-            Ok(fd) if sys::file_identity(path) == before => return (Opened::Map(fd), before),
+            Ok(fd) if sys::file_identity(path) == Ok(before) => {
+                return (Opened::Map(fd), Some(before))
+            }
             Ok(_) => continue,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-            Err(e) => return (Opened::Failed(e), before),
+            Err(e) => return (Opened::Failed(e), Some(before)),
         }
     }
-    (Opened::KeepsChanging, sys::file_identity(path))
+    (Opened::KeepsChanging, sys::file_identity(path).ok())
 }
 
-/// Whether the state must be opened (again): never opened, the pin was
-/// replaced, or it exists and could not be opened (its mode, its directory's
-/// or our credentials may have changed since: trying costs one system call
-/// per check, and only while the map is unusable).
+/// Whether the state must be opened (again): never opened, the pin appeared,
+/// went or was replaced, or the last open failed (the pin's mode, its
+/// directories' or our credentials may have changed since: trying costs
+/// one system call per check, and only while the map is unusable).
 fn needs_open(st: &MapState, now: Option<(u64, u64)>) -> bool {
-    !st.opened || now != st.identity || (now.is_some() && st.fd.is_none())
+    !st.opened || now != st.identity || (st.fd.is_none() && st.open_errno.is_some())
 }
 
 /// Opens the pin and installs the result; returns what to log (after the
@@ -194,7 +199,7 @@ pub fn snapshot() -> View {
 /// is disabled.
 pub fn recheck() -> bool {
     let path = pin_path();
-    let now = sys::file_identity(&path);
+    let now = sys::file_identity(&path).ok();
     let changed = if with_state(|st| needs_open(st, now)) {
         let (msg, changed) = reopen(&path);
         if let Some(msg) = msg {
