@@ -95,8 +95,9 @@ void *scx_hints_key_ptr(scx_hints_key key);
 enum scx_hints_registration {
 	SCX_HINTS_REG_NONE = 0,       /* the thread has not touched a hint yet */
 	SCX_HINTS_REG_NO_MAP = 1,     /* no scheduler map pinned: hints are kept locally */
-	SCX_HINTS_REG_FAILED = 2,     /* the kernel refused it: errno in *err */
+	SCX_HINTS_REG_FAILED = 2,     /* opening the map or registering failed: errno in *err */
 	SCX_HINTS_REG_REGISTERED = 3, /* the scheduler sees this thread's hints */
+	SCX_HINTS_REG_NOT_ALLOWED = 4, /* a map is pinned but this process may not use it: errno in *err */
 };
 /* The state; *err (if err is not NULL) gets the errno of a failure, else 0. */
 int scx_hints_registration(int *err);

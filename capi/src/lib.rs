@@ -41,6 +41,8 @@ pub const SCX_HINTS_REG_NO_MAP: c_int = 1;
 pub const SCX_HINTS_REG_FAILED: c_int = 2;
 /// The thread's hints reach the scheduler.
 pub const SCX_HINTS_REG_REGISTERED: c_int = 3;
+/// A map is pinned but this process may not use it (errno EACCES or EPERM in `*err`).
+pub const SCX_HINTS_REG_NOT_ALLOWED: c_int = 4;
 
 fn class_of(raw: c_int) -> Option<LatencyClass> {
     LatencyClass::ALL.into_iter().find(|c| *c as c_int == raw)
@@ -237,8 +239,7 @@ fn registration_code(r: Registration, err: *mut c_int) -> c_int {
         Registration::NoMap => (SCX_HINTS_REG_NO_MAP, 0),
         Registration::Failed(e) => (SCX_HINTS_REG_FAILED, e),
         Registration::Registered => (SCX_HINTS_REG_REGISTERED, 0),
-        // TODO(restart): the registration states being added to the crate
-        // get their own SCX_HINTS_REG_* code here and in the header.
+        Registration::NotAllowed(e) => (SCX_HINTS_REG_NOT_ALLOWED, e),
     };
     if !err.is_null() {
         // SAFETY: the caller passes null or a writable int.
@@ -318,6 +319,10 @@ mod tests {
         assert_eq!(
             get("SCX_HINTS_REG_REGISTERED"),
             SCX_HINTS_REG_REGISTERED as i64
+        );
+        assert_eq!(
+            get("SCX_HINTS_REG_NOT_ALLOWED"),
+            SCX_HINTS_REG_NOT_ALLOWED as i64
         );
         assert_eq!(
             get("SCX_HINTS_KEY_NAME_MAX"),

@@ -200,8 +200,27 @@ pub fn priority_scope(prio: i32) -> Result<PriorityGuard, PriorityOutOfRange> {
     })
 }
 
-/// Whether the calling thread's hints reach a scheduler: `Registered` once a
-/// scheduler's map is pinned and the thread touched a hint.
+/// Whether the calling thread's hints reach a scheduler. `None` until the
+/// thread touches a hint; then `Registered`, or why not: `NoMap` (no
+/// scheduler), `NotAllowed(errno)` (the map's permissions refuse this
+/// process), `Failed(errno)`.
+///
+/// Nothing needs to be done about a failure: the thread is registered by
+/// itself (by the crate's watcher thread, without touching a hint) when a
+/// map is pinned, replaced, or its mode changes, and transient failures
+/// (`EAGAIN`, `ENOMEM`, `EMFILE`, ...) are retried with a growing delay. The
+/// first failure other than `NoMap` is logged at `warn` level.
+///
+/// ```
+/// use scx_hints::Registration;
+///
+/// scx_hints::set_latency_class(scx_hints::LatencyClass::Batch);
+/// match scx_hints::registration() {
+///     Registration::Registered => println!("hints reach the scheduler"),
+///     Registration::NoMap => println!("no scheduler runs"),
+///     r => println!("hints do not arrive: {r}"),
+/// }
+/// ```
 pub fn registration() -> Registration {
     tld::registration()
 }

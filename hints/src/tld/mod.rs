@@ -354,9 +354,11 @@ pub fn register_thread() -> Registration {
     thread::register_now()
 }
 
-/// Checks the map's pin now and, if it changed, makes every thread register
-/// again on its next access. A watcher thread does this by itself; call it
-/// only if that watcher is disabled (`SCX_HINTS_WATCH=0`).
+/// Checks the map's pin now: if the usable map changed (pinned, replaced,
+/// removed, or openable after a mode change), registers every thread of the
+/// process in it; also runs the registration retries that are due. Returns
+/// true if the map changed. A watcher thread does this by itself; call it
+/// (periodically) only if that watcher is disabled (`SCX_HINTS_WATCH=0`).
 pub fn recheck_map() -> bool {
     map::recheck()
 }
@@ -379,7 +381,7 @@ pub fn map_pin_path() -> String {
 /// Internals exposed for the project's own kernel tests. Not a stable API.
 #[doc(hidden)]
 pub mod testing {
-    pub use super::map::epoch;
+    pub use super::map::{epoch, watcher_ready};
     pub use super::meta::fork_waiting;
 
     /// Starts the process over with an empty metadata page (the old one is

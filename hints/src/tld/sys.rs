@@ -137,21 +137,20 @@ pub fn gettid() -> libc::pid_t {
     unsafe { libc::gettid() }
 }
 
-/// A pidfd naming the calling thread (not its process).
-pub fn thread_pidfd() -> io::Result<OwnedFd> {
-    pidfd_of_thread(gettid())
-}
-
-/// The identity of the file at `path` (device, inode), if it exists.
-pub fn file_identity(path: &str) -> Option<(u64, u64)> {
-    let c = CString::new(path).ok()?;
+/// The identity of the file at `path` (device, inode), or the errno of the
+/// failed lookup (`ENOENT`: nothing there; `EACCES`: a directory on the way
+/// may not be searched).
+pub fn file_identity(path: &str) -> Result<(u64, u64), i32> {
+    let c = CString::new(path).map_err(|_| libc::EINVAL)?;
     // SAFETY: stat writes into the zeroed buffer we pass.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: c is a valid C string and st a valid out-pointer.
     if unsafe { libc::stat(c.as_ptr(), &mut st) } != 0 {
-        return None;
+        return Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
     }
-    Some((st.st_dev, st.st_ino))
+    Ok((st.st_dev, st.st_ino))
 }
 
 /// A random, nonzero 32-bit value.

@@ -39,17 +39,13 @@ pub fn gettid() -> libc::pid_t {
     0
 }
 
-pub fn thread_pidfd() -> io::Result<OwnedFd> {
-    unsupported()
-}
-
 pub fn pidfd_of_thread(_tid: libc::pid_t) -> io::Result<OwnedFd> {
     unsupported()
 }
 
 /// No pin ever exists.
-pub fn file_identity(_path: &str) -> Option<(u64, u64)> {
-    None
+pub fn file_identity(_path: &str) -> Result<(u64, u64), i32> {
+    Err(libc::ENOENT)
 }
 
 /// A nonzero value that differs between processes and runs.

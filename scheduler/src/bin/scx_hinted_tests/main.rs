@@ -18,6 +18,7 @@
 
 mod harness;
 mod launcher;
+mod restart_tests;
 mod tests;
 mod workers;
 
@@ -62,6 +63,11 @@ struct Args {
     #[arg(long, hide = true)]
     exec_spin: Option<u64>,
 
+    /// Internal: an application with one critical and two batch threads,
+    /// each hinted once at start, running this many seconds.
+    #[arg(long, hide = true)]
+    hinted_app: Option<u64>,
+
     /// Tests to run [default: all].
     tests: Vec<String>,
 }
@@ -84,6 +90,9 @@ fn main() {
     }
     if let Some(secs) = args.exec_spin {
         std::process::exit(tests::exec_spin(secs));
+    }
+    if let Some(secs) = args.hinted_app {
+        std::process::exit(restart_tests::hinted_app(secs));
     }
     if let Some(secs) = args.spin {
         let end = Instant::now() + std::time::Duration::from_secs(secs);

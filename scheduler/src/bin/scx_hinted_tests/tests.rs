@@ -21,6 +21,7 @@ pub const TESTS: &[(&str, TestFn)] = &[
     ("policy", policy),
     ("permissions", permissions),
     ("restart", restart),
+    ("restart_app", crate::restart_tests::restart_app),
     ("abuse", abuse),
     ("bad_data", bad_data),
     ("kill9", kill9),
