@@ -17,6 +17,7 @@
 //! tmpfs first (xtask's `guest_stage`) and put their directory first in PATH.
 
 mod harness;
+mod policy_tests;
 mod tests;
 mod workers;
 

@@ -11,6 +11,7 @@ use libbpf_rs::{MapCore, MapHandle};
 use scx_hints::LatencyClass::{self, *};
 
 use crate::harness::{self, nr_cpus, stats, wait_stats, Env, Sched};
+use crate::policy_tests;
 use crate::workers::{self, mono_ns, Kind, Spec, Worker};
 
 pub type TestFn = fn(&Env) -> Result<String>;
@@ -26,6 +27,12 @@ pub const TESTS: &[(&str, TestFn)] = &[
     ("kill9", kill9),
     ("latency", latency),
     ("exec", exec),
+    ("hint_backfire", policy_tests::hint_backfire),
+    ("switch_stall", policy_tests::switch_stall),
+    ("bg_newcomers", policy_tests::bg_newcomers),
+    ("low_weight_wait", policy_tests::low_weight_wait),
+    ("messaging_vs_eevdf", policy_tests::messaging_vs_eevdf),
+    ("nohint_throughput", policy_tests::nohint_throughput),
 ];
 
 fn periodic(work_us: u64, period_us: u64) -> Kind {
