@@ -15,36 +15,51 @@
  *   runtime * 1024 / weight; the weight comes from the task's nice value,
  *   shifted by its priority hint (nice + priority, clamped to -20..19). Tasks
  *   wait in a shared queue ordered by virtual deadline = vruntime + the class
- *   slice scaled by weight. A waking task's vruntime is raised to no less
- *   than the current virtual time minus the class's wakeup credit ("lag"), so
- *   sleeping earns a bounded head start, never an unbounded one; and it is
- *   lowered to at most one request ahead, so time charged while a task's CPU
- *   was stolen (a stalled vCPU) is not held against it for long.
+ *   slice scaled by weight. The system's virtual time (vtime_now) is the
+ *   largest vruntime seen starting to run, of any class, and a slice that
+ *   ops.dispatch() refills is charged like a new run. At every enqueue a
+ *   task's vruntime is raised to no less than vtime_now minus the class's
+ *   wakeup credit ("lag"), so sleeping earns a bounded head start, and
+ *   lowered to at most one request ahead of vtime_now, so neither time
+ *   charged while a vCPU was stolen nor a class change (background to
+ *   normal, say) leaves a task far behind everyone else.
  *
  * - Latency classes. critical and interactive get short slices, small
  *   requests (early deadlines) and a large wakeup credit; they take an idle
  *   CPU first and, when none is idle, preempt a CPU running a lower class if
- *   they are behind that task in virtual time (background is preempted
- *   regardless). normal preempts batch and background. batch gets long
- *   slices, no wakeup credit, never preempts. background waits in its own
- *   queue that a CPU serves only when no other work is queued, except that
- *   each CPU serves it at least once every bg_period_ns (a guaranteed
- *   minimum share; that slice yields only to critical and interactive, and
- *   only after bg_guard_min_ns), so it never starves and the watchdog never
- *   fires.
+ *   their deadline is earlier than that task's or they are behind it in
+ *   virtual time (background is preempted regardless). normal preempts batch
+ *   and background the same way, and another normal task once it has run
+ *   1 ms if the waker is behind it by a normal slice. A waker claims the CPU
+ *   it preempts, so two wakers never pick the same one. batch gets long
+ *   slices, no wakeup credit, never preempts, and its slice ends at a tick
+ *   after a normal slice's worth when an earlier deadline waits. background
+ *   waits in its own queue that a CPU serves only when no other work is
+ *   queued, except that each CPU serves it at least once every bg_period_ns
+ *   (a guaranteed minimum share; that slice yields only to critical and
+ *   interactive, and only after bg_guard_min_ns), so it never starves.
+ *
+ * - Starvation guard. Deadlines scale with the inverse of the weight, so a
+ *   nice-19 task among many CPU hogs could wait seconds per slice; a task
+ *   queued for starve_ns (1 s) runs next, so the watchdog never fires.
  *
  * - Abuse budget. A critical or interactive thread that runs longer than its
  *   class budget without sleeping is scheduled as normal for the rest of that
  *   burst (checked at every tick and every stop, so the bound is the budget
- *   plus one tick). Preemption also requires the waker to be behind in
- *   virtual time, so a class buys latency, never CPU share: share follows
- *   weight, and negative priorities are privileged.
+ *   plus one tick). Preemption also requires the waker to be early in
+ *   deadline or behind in virtual time, so a class buys latency, never CPU
+ *   share: share follows weight, and negative priorities are privileged.
  *
  * - Policy. Claiming critical or a negative priority needs a privileged
  *   thread (root, or an allowed uid or gid); other claims are clamped to
  *   interactive and 0, and counted. SCHED_IDLE threads are background whatever
  *   they hint; SCHED_BATCH threads default to batch. A forked task starts with
  *   its parent's effective hints until it publishes its own (optional).
+ *
+ * - The kernel's side. Exiting and migration-disabled tasks come through
+ *   ops.enqueue() too (the latter go to their CPU's local queue), wakeups may
+ *   be queued to the target CPU, and when an RT or deadline task takes a CPU
+ *   its local queue goes back through ops.enqueue() (ops.cpu_release).
  *
  * docs/policy.md says the same for users, with the numbers.
  */
@@ -100,6 +115,10 @@ const volatile u64 bg_period_ns = 57000000;
 const volatile u64 bg_guard_min_ns = 1000000;
 /* How long a normal task runs before a waking normal task may preempt it. */
 const volatile u64 peer_min_run_ns = 1000000;
+/* A task queued this long is served first (starvation guard); 0 = off. */
+const volatile u64 starve_ns = 1000000000;
+/* How often a CPU looks for such a task. */
+const volatile u64 starve_check_ns = 100000000;
 const volatile bool inherit_on_fork = true;
 const volatile bool allow_all;
 const volatile u32 nr_allow_uids = 1;
@@ -124,6 +143,8 @@ static const char prio_key[TLD_NAME_LEN] = SCX_HINT_KEY_PRIORITY;
 
 /* The system's virtual time: the largest vruntime seen starting to run. */
 static u64 vtime_now;
+/* When a CPU last looked for starving tasks in the shared queue. */
+static u64 starve_checked_at;
 static u32 nr_cpus;
 
 /* What a task's effective hints are computed from; recomputed on change. */
@@ -160,6 +181,7 @@ struct task_ctx {
 	u64 burst_ns;			/* CPU time since the task last woke */
 	u64 run_start;
 	u64 wake_at;
+	u64 queued_at;			/* when it entered the shared foreground queue */
 };
 
 struct {
@@ -617,10 +639,11 @@ static __always_inline bool check_budget(struct task_ctx *tctx, struct hinted_st
  * - Background is always preemptible (guard slices excepted, see below).
  * - A task of another lower class is preempted if the waker's virtual
  *   deadline is earlier than the running task's deadline for its current
- *   slice, as under EEVDF. A class's short request gives its waking threads
- *   early deadlines, so a critical thread near its fair share preempts a
- *   batch or normal slice; a thread far ahead in virtual time (one using more
- *   than its share, whatever its class) has a late deadline and waits.
+ *   slice (as under EEVDF), or the waker is behind it in virtual time now. A
+ *   class's short request gives its waking threads early deadlines, so a
+ *   critical thread near its fair share preempts a batch or normal slice; a
+ *   thread far ahead in virtual time (one using more than its share, whatever
+ *   its class) has a late deadline and waits.
  * - Within the normal class, as under EEVDF, a waker that is behind the
  *   running task by more than a normal slice of virtual time preempts it: a
  *   sleeper that has used less than its share does not wait out a CPU hog's
@@ -684,7 +707,14 @@ static s32 find_victim(struct task_struct *p, struct task_ctx *tctx, s32 cls, u6
 			    !time_before(tctx->vtime + peer_margin, vnow))
 				continue;
 		} else if (vr > 0 && !time_before(dl, READ_ONCE(cctx->cur_dl))) {
-			continue;
+			u64 start = READ_ONCE(cctx->cur_start);
+			u64 vnow = READ_ONCE(cctx->cur_vtime) +
+				   scale_inv(now > start ? now - start : 0,
+					     READ_ONCE(cctx->cur_weight));
+
+			/* Not earlier in deadline: still preempt if behind it now. */
+			if (!time_before(tctx->vtime, vnow))
+				continue;
 		}
 		best = cpu;
 		best_rank = vr;
@@ -802,8 +832,43 @@ void BPF_STRUCT_OPS(hinted_enqueue, struct task_struct *p, u64 enq_flags)
 		}
 	}
 
+	tctx->queued_at = scx_bpf_now();
 	scx_bpf_dsq_insert_vtime(p, cls == SCX_HINT_CLASS_BACKGROUND ? HINTED_DSQ_BG : HINTED_DSQ_FG,
 				 slice, dl, enq_flags);
+}
+
+/*
+ * Starvation guard. Deadlines scale with the inverse of the weight, so a
+ * low-weight task (nice 19: 1/68 of nice 0) that ran one tick sorts behind
+ * every nice-0 task until they have all run about 68 ticks' worth: among N
+ * CPU hogs it waits about N / CPUs x 0.3 s, which reaches the 20 s watchdog
+ * near 130 hogs on two CPUs. So, at most every starve_check_ns, one CPU scans
+ * the shared queue and runs the first task that has waited starve_ns or
+ * longer. That task gets one slice more than its weight gives it per
+ * starve_ns: a nice-19 task beside many hogs then gets about one slice a
+ * second, and the watchdog never fires.
+ */
+static bool serve_starving(u64 now)
+{
+	struct hinted_stats *s;
+	struct task_struct *p;
+	u64 last = starve_checked_at;
+
+	if (!starve_ns || now - last < starve_check_ns ||
+	    __sync_val_compare_and_swap(&starve_checked_at, last, now) != last)
+		return false;
+	bpf_for_each(scx_dsq, p, HINTED_DSQ_FG, 0) {
+		struct task_ctx *tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+
+		if (!tctx || now - tctx->queued_at < starve_ns)
+			continue;
+		if (scx_bpf_dsq_move(BPF_FOR_EACH_ITER, p, SCX_DSQ_LOCAL, 0)) {
+			if ((s = stats_get()))
+				s->starve_picks++;
+			return true;
+		}
+	}
+	return false;
 }
 
 void BPF_STRUCT_OPS(hinted_dispatch, s32 cpu, struct task_struct *prev)
@@ -853,6 +918,8 @@ void BPF_STRUCT_OPS(hinted_dispatch, s32 cpu, struct task_struct *prev)
 		}
 	}
 
+	if (serve_starving(now))
+		return;
 	if (scx_bpf_dsq_move_to_local(HINTED_DSQ_FG, 0))
 		return;
 	if (scx_bpf_dsq_move_to_local(HINTED_DSQ_BG, 0))

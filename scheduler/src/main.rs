@@ -104,6 +104,14 @@ struct Opts {
     #[arg(long, default_value_t = 1000, value_name = "US")]
     peer_min_run_us: u64,
 
+    /// Starvation limit, in milliseconds: a task that has waited this long
+    /// in the shared queue runs next, whatever its deadline (checked by one
+    /// CPU every 100 ms). Low-weight tasks beside many CPU hogs would
+    /// otherwise wait N/CPUs x 0.3 s at nice 19, up to the 20 s watchdog.
+    /// 0 turns the guard off.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    starve_ms: u64,
+
     /// Also allow this user (name or uid) to claim the critical class and
     /// negative priorities. Root (uid 0) is always allowed; claims by other
     /// threads are clamped (critical to interactive, priority to 0) and
@@ -277,6 +285,7 @@ impl<'a> Scheduler<'a> {
         let pct = u64::from(opts.bg_share_pct);
         rodata.bg_period_ns = us(opts.background_slice_us) * (100 - pct) / pct;
         rodata.peer_min_run_ns = us(opts.peer_min_run_us);
+        rodata.starve_ns = opts.starve_ms * 1_000_000;
         rodata.inherit_on_fork = !opts.no_fork_inherit;
         rodata.allow_all = opts.allow_all;
         rodata.nr_allow_uids = uids.len() as u32;

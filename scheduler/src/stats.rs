@@ -71,6 +71,7 @@ pub struct Snapshot {
     pub claim_lost: u64,
     pub slice_cuts: u64,
     pub cpu_releases: u64,
+    pub starve_picks: u64,
     pub bad_class: u64,
     pub bad_prio: u64,
     pub no_task_ctx: u64,
@@ -102,6 +103,7 @@ impl Snapshot {
         self.claim_lost = self.claim_lost.wrapping_add(s.claim_lost);
         self.slice_cuts = self.slice_cuts.wrapping_add(s.slice_cuts);
         self.cpu_releases = self.cpu_releases.wrapping_add(s.cpu_releases);
+        self.starve_picks = self.starve_picks.wrapping_add(s.starve_picks);
         self.bad_class = self.bad_class.wrapping_add(s.bad_class);
         self.bad_prio = self.bad_prio.wrapping_add(s.bad_prio);
         self.no_task_ctx = self.no_task_ctx.wrapping_add(s.no_task_ctx);
@@ -198,6 +200,8 @@ pub struct Metrics {
     pub slice_cuts: u64,
     #[stat(desc = "Times an RT or deadline task took a CPU (its local queue re-enqueued)")]
     pub cpu_releases: u64,
+    #[stat(desc = "Tasks run ahead of the queue order after waiting the starvation limit")]
+    pub starve_picks: u64,
     #[stat(desc = "Errors: TLD metadata page without the magic or version")]
     pub err_tld_bad_magic: u64,
     #[stat(desc = "Errors: TLD metadata with absurd counts, sizes or names")]
@@ -251,6 +255,7 @@ impl Metrics {
             claim_lost: cur.claim_lost.wrapping_sub(prev.claim_lost),
             slice_cuts: cur.slice_cuts.wrapping_sub(prev.slice_cuts),
             cpu_releases: cur.cpu_releases.wrapping_sub(prev.cpu_releases),
+            starve_picks: cur.starve_picks.wrapping_sub(prev.starve_picks),
             err_tld_bad_magic: cur.tld_bad_magic.wrapping_sub(prev.tld_bad_magic),
             err_tld_bad_meta: cur.tld_bad_meta.wrapping_sub(prev.tld_bad_meta),
             err_tld_bad_offset: cur.tld_bad_offset.wrapping_sub(prev.tld_bad_offset),
@@ -265,7 +270,7 @@ impl Metrics {
         writeln!(
             w,
             "[{}] registered {} | inherited {} | bg guard picks {} | pcpu kthreads {} | \
-             pinned {} | claims lost {} | slice cuts {} | cpu releases {} | \
+             pinned {} | claims lost {} | slice cuts {} | cpu releases {} | starve picks {} | \
              errors: tld magic/meta/offset {}/{}/{} class {} prio {} ctx {}",
             crate::SCHEDULER_NAME,
             self.registered,
@@ -276,6 +281,7 @@ impl Metrics {
             self.claim_lost,
             self.slice_cuts,
             self.cpu_releases,
+            self.starve_picks,
             self.err_tld_bad_magic,
             self.err_tld_bad_meta,
             self.err_tld_bad_offset,

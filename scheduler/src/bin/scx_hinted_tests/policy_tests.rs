@@ -72,12 +72,12 @@ const P99_SLACK_MIN_US: f64 = 1000.0;
 
 /// One app run: a periodic thread (3 ms of work every 16 ms) and 4 CPU-bound
 /// workers of the same process; returns the periodic thread's wake-up
-/// latencies (ns) and missed periods.
+/// latencies and waits for a CPU per period (ns), and missed periods.
 fn app_run(
     periodic: Option<LatencyClass>,
     workers: Option<LatencyClass>,
     secs: u64,
-) -> (Vec<u64>, u64) {
+) -> (Vec<u64>, Vec<u64>, u64) {
     let ws: Vec<Worker> = (0..4)
         .map(|_| Worker::spawn(Spec::new(Kind::Hog, workers)))
         .collect();
@@ -95,13 +95,19 @@ fn app_run(
     // The first periods overlap the workers' start.
     let skip = r.lat_ns.len().min(5);
     r.lat_ns.drain(..skip);
-    (r.lat_ns, missed)
+    let skip = r.delay_ns.len().min(5);
+    r.delay_ns.drain(..skip);
+    (r.lat_ns, r.delay_ns, missed)
 }
 
 /// A critical hint on a periodic thread, its process's workers hinted batch
-/// or background, beside another user's hogs: the periodic thread's p99
-/// wake-up latency is no worse than with no hints at all (same boot, same
+/// or background, beside another user's hogs: the periodic thread's p99 wait
+/// for a CPU per period is no worse than with no hints at all (same boot, same
 /// scheduler instance, alternated).
+///
+/// Compared: the kernel's run_delay of the thread per period (time runnable
+/// but not running), which leaves out the emulated timer's own lateness; the
+/// wake-up latency the thread sees is reported beside it.
 pub fn hint_backfire(env: &Env) -> Result<String> {
     // Short phases, alternated many times: the host's load changes over
     // seconds, and each configuration should see the same mix of it.
@@ -119,6 +125,7 @@ pub fn hint_backfire(env: &Env) -> Result<String> {
     let mut sched = Sched::start(env, &[])?;
     let _hogs = Spinners::start(env, 4, (SECS + 1) * (REPS * configs.len()) as u64 + 10)?;
     let mut lat: Vec<Vec<u64>> = vec![Vec::new(); configs.len()];
+    let mut wait: Vec<Vec<u64>> = vec![Vec::new(); configs.len()];
     // The unhinted runs split in two halves (odd and even repetitions).
     let mut halves: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
     let mut missed = vec![0u64; configs.len()];
@@ -126,13 +133,14 @@ pub fn hint_backfire(env: &Env) -> Result<String> {
     for rep in 0..REPS {
         for (i, (_, p, w)) in configs.iter().enumerate() {
             let s0 = harness::stats()?;
-            let (l, m) = app_run(*p, *w, SECS);
+            let (l, d, m) = app_run(*p, *w, SECS);
             demotions += harness::stats()?.class("critical", "demotions")
                 - s0.class("critical", "demotions");
             if i == 0 {
-                halves[rep % 2].extend(&l);
+                halves[rep % 2].extend(&d);
             }
             lat[i].extend(l);
+            wait[i].extend(d);
             missed[i] += m;
             sched.check()?;
         }
@@ -146,11 +154,12 @@ pub fn hint_backfire(env: &Env) -> Result<String> {
     let mut detail = Vec::new();
     for (i, (label, _, _)) in configs.iter().enumerate() {
         let n = lat[i].len();
-        let p50 = pct(&mut lat[i], 50.0);
-        let q = pct(&mut lat[i], 99.0);
-        p99.push(q);
+        let (w50, w99) = (pct(&mut wait[i], 50.0), pct(&mut wait[i], 99.0));
+        let (l50, l99) = (pct(&mut lat[i], 50.0), pct(&mut lat[i], 99.0));
+        p99.push(w99);
         detail.push(format!(
-            "{label}: p50/p99 {p50:.0}/{q:.0} us, missed {}/{n}",
+            "{label}: wait per period p50/p99 {w50:.0}/{w99:.0} us, wake-up p50/p99 \
+             {l50:.0}/{l99:.0} us, missed {}/{n}",
             missed[i]
         ));
     }
@@ -161,7 +170,7 @@ pub fn hint_backfire(env: &Env) -> Result<String> {
     for (i, (label, _, _)) in configs.iter().enumerate().skip(1) {
         ensure!(
             p99[i] <= 1.05 * p99[0] + slack,
-            "{label}: the hinted thread's p99 {:.0} us is worse than unhinted {:.0} us \
+            "{label}: the hinted thread's p99 wait {:.0} us is worse than unhinted {:.0} us \
              (allowed 1.05x + {slack:.0} us): {detail}",
             p99[i],
             p99[0]
@@ -278,11 +287,16 @@ pub fn bg_newcomers(env: &Env) -> Result<String> {
 }
 
 /// A nice-19 hog among 16 nice-0 hogs: its longest wait for a CPU stays
-/// far below the 20 s watchdog.
+/// near the starvation limit (1 s), far below the 20 s watchdog (without the
+/// guard it grows with the number of hogs: 2.8 to 4.9 s here, 20 s near 130
+/// hogs).
 pub fn low_weight_wait(env: &Env) -> Result<String> {
-    const MAX_MS: f64 = 2000.0;
+    // The starvation limit, its 100 ms check period, a slice, and 400 ms for
+    // the emulator; on top, the hogs' own longest wait (emulator stalls).
+    const MAX_MS: f64 = 1500.0;
+    const HOGS: usize = 16;
     let mut sched = Sched::start(env, &[])?;
-    let hogs: Vec<Worker> = (0..16)
+    let hogs: Vec<Worker> = (0..HOGS)
         .map(|_| Worker::spawn(Spec::new(Kind::Hog, None)))
         .collect();
     let low = Worker::spawn(Spec::new(Kind::Hog, None).setup(|| {
@@ -296,20 +310,33 @@ pub fn low_weight_wait(env: &Env) -> Result<String> {
         };
     }));
     sleep(Duration::from_secs(1));
+    // Re-applying the class resets the longest wait: measure from here.
     low.set_class(Normal);
+    for h in &hogs {
+        h.set_class(Normal);
+    }
     let t0 = Instant::now();
     while low.switches() == 0 && t0.elapsed() < Duration::from_secs(10) {
         sleep(Duration::from_millis(10));
     }
+    let s0 = harness::stats()?;
     sleep(Duration::from_secs(6));
     let gap = low.max_gap_ns() as f64 / 1e6;
+    let hog_gap = hogs.iter().map(|h| h.max_gap_ns()).max().unwrap_or(0) as f64 / 1e6;
+    let picks = harness::stats()?.get("starve_picks") - s0.get("starve_picks");
     let cpu = low.cpu_ns() as f64 / 1e6;
     low.stop();
     workers::stop_all(hogs);
     sched.check()?;
     sched.stop()?;
-    let detail = format!("nice-19 hog among 16 hogs: longest wait {gap:.0} ms, {cpu:.0} ms CPU");
-    ensure!(gap <= MAX_MS, "bound {MAX_MS} ms: {detail}");
+    let detail = format!(
+        "nice-19 hog among {HOGS} hogs: longest wait {gap:.0} ms (hogs' {hog_gap:.0} ms), \
+         {cpu:.0} ms CPU in all, {picks} starvation-guard picks in 6 s"
+    );
+    ensure!(
+        gap <= MAX_MS + hog_gap,
+        "bound {MAX_MS} ms + the hogs' longest wait: {detail}"
+    );
     Ok(detail)
 }
 
@@ -413,8 +440,9 @@ pub fn messaging_vs_eevdf(env: &Env) -> Result<String> {
     Ok(format!("ratio {ratio:.2}x; {detail}"))
 }
 
-/// Idle and total time of all CPUs so far, in clock ticks (/proc/stat).
-fn cpu_idle_total() -> (u64, u64) {
+/// The CPUs' time so far by kind (/proc/stat: user, nice, system, idle,
+/// iowait, irq, softirq, ...), in clock ticks.
+fn cpu_times() -> Vec<u64> {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let v: Vec<u64> = stat
         .lines()
@@ -424,14 +452,25 @@ fn cpu_idle_total() -> (u64, u64) {
         .skip(1)
         .filter_map(|x| x.parse().ok())
         .collect();
-    (v.get(3).copied().unwrap_or(0), v.iter().sum())
+    v
+}
+
+/// Shares of idle, system and irq+softirq time between two cpu_times().
+fn cpu_shares(a: &[u64], b: &[u64]) -> (f64, f64, f64) {
+    let d = |i: usize| {
+        b.get(i)
+            .unwrap_or(&0)
+            .saturating_sub(*a.get(i).unwrap_or(&0)) as f64
+    };
+    let total: f64 = (0..b.len()).map(d).sum::<f64>().max(1.0);
+    (d(3) / total, d(2) / total, (d(5) + d(6)) / total)
 }
 
 /// One request-serving run: per CPU a client sends a request every 1 ms
 /// (think time) to a server that does 100 us of CPU work and replies, beside
-/// two CPU hogs per CPU. Returns (hog CPU s per s, requests per s, idle
-/// fraction of the CPUs).
-fn req_resp(secs: u64) -> Result<(f64, f64, f64)> {
+/// two CPU hogs per CPU. Returns (hog CPU s per s, requests per s, and the
+/// CPUs' idle, system and irq shares).
+fn req_resp(secs: u64) -> Result<(f64, f64, (f64, f64, f64))> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut handles = Vec::new();
@@ -472,14 +511,14 @@ fn req_resp(secs: u64) -> Result<(f64, f64, f64)> {
         cpu(&hogs),
         mono_ns(),
         done.load(std::sync::atomic::Ordering::Relaxed),
-        cpu_idle_total(),
+        cpu_times(),
     );
     sleep(Duration::from_secs(secs));
     let (c1, t1, d1, i1) = (
         cpu(&hogs),
         mono_ns(),
         done.load(std::sync::atomic::Ordering::Relaxed),
-        cpu_idle_total(),
+        cpu_times(),
     );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     workers::stop_all(hogs);
@@ -487,8 +526,12 @@ fn req_resp(secs: u64) -> Result<(f64, f64, f64)> {
         let _ = h.join();
     }
     let wall = (t1 - t0) as f64;
-    let idle = (i1.0 - i0.0) as f64 / (i1.1 - i0.1).max(1) as f64;
-    Ok(((c1 - c0) as f64 / wall, (d1 - d0) as f64 * 1e9 / wall, idle))
+    let shares = cpu_shares(&i0, &i1);
+    Ok((
+        (c1 - c0) as f64 / wall,
+        (d1 - d0) as f64 * 1e9 / wall,
+        shares,
+    ))
 }
 
 /// Least hog throughput scx_hinted must give beside request serving,
@@ -505,20 +548,25 @@ pub fn nohint_throughput(env: &Env) -> Result<String> {
     let (mut eevdf, mut hinted) = (Vec::new(), Vec::new());
     let mut detail = Vec::new();
     for _ in 0..REPS {
-        let (h, r, idle) = req_resp(SECS)?;
+        let (h, r, (idle, sys, irq)) = req_resp(SECS)?;
         eevdf.push(h);
         detail.push(format!(
-            "EEVDF hogs {h:.2} CPUs, {r:.0} req/s, idle {:.0}%",
-            idle * 100.0
+            "EEVDF hogs {h:.2} CPUs, {r:.0} req/s, idle/sys/irq {:.0}/{:.0}/{:.0}%",
+            idle * 100.0,
+            sys * 100.0,
+            irq * 100.0
         ));
         let mut sched = Sched::start(env, &[])?;
         let s0 = harness::stats()?;
-        let (h, r, idle) = req_resp(SECS)?;
+        let (h, r, (idle, sys, irq)) = req_resp(SECS)?;
         let s1 = harness::stats()?;
         hinted.push(h);
         detail.push(format!(
-            "scx_hinted hogs {h:.2} CPUs, {r:.0} req/s, idle {:.0}%, {} preemptions",
+            "scx_hinted hogs {h:.2} CPUs, {r:.0} req/s, idle/sys/irq {:.0}/{:.0}/{:.0}%, \
+             {} preemptions",
             idle * 100.0,
+            sys * 100.0,
+            irq * 100.0,
             s1.class("normal", "preemptions") - s0.class("normal", "preemptions")
         ));
         sched.check()?;

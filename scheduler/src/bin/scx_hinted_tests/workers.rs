@@ -75,6 +75,17 @@ struct Shared {
 #[derive(Default)]
 pub struct Report {
     pub lat_ns: Vec<u64>,
+    /// Time spent runnable but not running in each period (the kernel's
+    /// run_delay): waiting for a CPU, without the timer's own lateness.
+    pub delay_ns: Vec<u64>,
+}
+
+/// This thread's run_delay so far (ns): time runnable but not running.
+fn run_delay_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
 }
 
 impl Report {
@@ -191,6 +202,7 @@ impl Worker {
                 Kind::Periodic { work, period } => {
                     let period_ns = period.as_nanos() as u64;
                     let mut next = now_ns(libc::CLOCK_MONOTONIC) + period_ns;
+                    let mut delay0 = run_delay_ns();
                     while !sh.stop.load(Ordering::Relaxed) {
                         apply_class(&sh);
                         sleep_until_ns(next);
@@ -199,6 +211,9 @@ impl Worker {
                         report.lat_ns.push(lat);
                         sh.lat_max_ns.fetch_max(lat, Ordering::Relaxed);
                         spin_for(work, &sh);
+                        let delay = run_delay_ns();
+                        report.delay_ns.push(delay.saturating_sub(delay0));
+                        delay0 = delay;
                         sh.iters.fetch_add(1, Ordering::Relaxed);
                         next += period_ns;
                         let done = now_ns(libc::CLOCK_MONOTONIC);
