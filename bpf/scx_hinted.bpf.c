@@ -1037,7 +1037,8 @@ void BPF_STRUCT_OPS(hinted_tick, struct task_struct *p)
 	 * CPU to preempt (another waker claimed it, or it was not ahead in
 	 * deadline then) waits at most that long, not a whole batch slice.
 	 */
-	if (now - cctx->cur_start >= class_slice(SCX_HINT_CLASS_NORMAL) &&
+	if (class_slice(cls) > class_slice(SCX_HINT_CLASS_NORMAL) &&
+	    now - cctx->cur_start >= class_slice(SCX_HINT_CLASS_NORMAL) &&
 	    (head = __COMPAT_scx_bpf_dsq_peek(HINTED_DSQ_FG)) &&
 	    time_before(head->scx.dsq_vtime, cctx->cur_dl)) {
 		struct hinted_stats *s = stats_get();

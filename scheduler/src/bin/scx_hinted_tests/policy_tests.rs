@@ -396,43 +396,44 @@ fn messaging(groups: usize, loops: usize) -> Result<f64> {
 }
 
 /// Most scx_hinted may take for the messaging run, relative to EEVDF in the
-/// same boot: the goal is 1.05x; repeated runs of one scheduler in one boot
-/// vary by up to about 20% in the emulator (measured), so 1.3x still
-/// separates a policy problem (5-8x in the issue) from noise.
+/// same boot: the goal is 1.05x; the fastest runs of one scheduler in one
+/// boot still differ by up to about 20% in the emulator, so 1.3x separates a
+/// policy problem (1.7 to 1.8x in this test before the fix, 5-8x in the
+/// issue's larger run) from noise.
 const MESSAGING_MAX_RATIO: f64 = 1.3;
 
 /// Many-task messaging without hints (160 threads, hackbench-like): as fast
-/// under scx_hinted as under EEVDF, alternated in one boot.
+/// under scx_hinted as under EEVDF in one boot, in the order EEVDF,
+/// scx_hinted, scx_hinted, EEVDF (one attach). Compared: the fastest run of
+/// each, since the host's load only ever slows a run down.
 pub fn messaging_vs_eevdf(env: &Env) -> Result<String> {
     const GROUPS: usize = 4;
-    const LOOPS: usize = 40;
-    const REPS: usize = 2;
-    let (mut eevdf, mut hinted) = (Vec::new(), Vec::new());
-    let mut preempt = 0.0;
-    for _ in 0..REPS {
-        eevdf.push(messaging(GROUPS, LOOPS)?);
-        let mut sched = Sched::start(env, &[])?;
-        let s0 = harness::stats()?;
-        hinted.push(messaging(GROUPS, LOOPS)?);
-        let s1 = harness::stats()?;
-        preempt += s1.class("normal", "preemptions") - s0.class("normal", "preemptions");
-        sched.check()?;
-        sched.stop()?;
-    }
+    const LOOPS: usize = 25;
+    let mut eevdf = vec![messaging(GROUPS, LOOPS)?];
+    let mut sched = Sched::start(env, &[])?;
+    let s0 = harness::stats()?;
+    let mut hinted = vec![messaging(GROUPS, LOOPS)?, messaging(GROUPS, LOOPS)?];
+    let s1 = harness::stats()?;
+    sched.check()?;
+    sched.stop()?;
+    eevdf.push(messaging(GROUPS, LOOPS)?);
+    let preempt = s1.class("normal", "preemptions") - s0.class("normal", "preemptions");
+    let round = |v: &[f64]| {
+        v.iter()
+            .map(|t| (t * 100.0).round() / 100.0)
+            .collect::<Vec<_>>()
+    };
     let detail = format!(
-        "{} tasks: EEVDF {:?} s, scx_hinted {:?} s ({} wakeup preemptions)",
+        "{} tasks: EEVDF {:?} s, scx_hinted {:?} s ({preempt} wakeup preemptions)",
         GROUPS * 40,
-        eevdf
-            .iter()
-            .map(|t| (t * 100.0).round() / 100.0)
-            .collect::<Vec<_>>(),
-        hinted
-            .iter()
-            .map(|t| (t * 100.0).round() / 100.0)
-            .collect::<Vec<_>>(),
-        preempt
+        round(&eevdf),
+        round(&hinted),
     );
-    let ratio = median(&mut hinted) / median(&mut eevdf);
+    let fastest = |v: &mut [f64]| {
+        v.sort_by(f64::total_cmp);
+        v[0]
+    };
+    let ratio = fastest(&mut hinted) / fastest(&mut eevdf);
     ensure!(
         ratio <= MESSAGING_MAX_RATIO,
         "scx_hinted took {ratio:.2}x EEVDF's time (allowed {MESSAGING_MAX_RATIO}x): {detail}"
