@@ -882,6 +882,12 @@ void BPF_STRUCT_OPS(hinted_dispatch, s32 cpu, struct task_struct *prev)
 
 	if (!cctx)
 		return;
+	/*
+	 * This CPU's local queue is empty: a waker that claimed it has run (or
+	 * went elsewhere). Without this, a claim whose waker never ran here would
+	 * keep other wakers away until the next task switch.
+	 */
+	WRITE_ONCE(cctx->claimed, 0);
 
 	/*
 	 * Background's minimum share: if this CPU has not run background for
