@@ -303,12 +303,15 @@ pub fn bg_newcomers(env: &Env) -> Result<String> {
 
 /// A nice-19 hog among 16 nice-0 hogs: its longest wait for a CPU stays
 /// near the starvation limit (1 s), far below the 20 s watchdog (without the
-/// guard it grows with the number of hogs: 2.8 to 4.9 s here, 20 s near 130
-/// hogs).
+/// guard it grows with the number of hogs: 2.8 to 4.9 s here in five boots,
+/// 20 s near 130 hogs).
 pub fn low_weight_wait(env: &Env) -> Result<String> {
-    // The starvation limit, its 100 ms check period, a slice, and 400 ms for
-    // the emulator; on top, the hogs' own longest wait (emulator stalls).
-    const MAX_MS: f64 = 1500.0;
+    // The starvation limit (1 s), its 100 ms check period, a slice, and
+    // 1.4 s for the emulator's stalls on a loaded host (up to 0.7 s seen).
+    // Not relative to the hogs' own waits: under the old policy those grow
+    // to seconds too (the nice-19 thread drags the current virtual time
+    // ahead, and hogs queued after it sort behind the others).
+    const MAX_MS: f64 = 2500.0;
     const HOGS: usize = 16;
     // Long enough for several starvation-guard turns; a wait counts while
     // still open, so the old policy's waits (2.8 to 4.9 s) exceed the bound
@@ -352,10 +355,7 @@ pub fn low_weight_wait(env: &Env) -> Result<String> {
         "nice-19 hog among {HOGS} hogs: longest wait {gap:.0} ms (hogs' {hog_gap:.0} ms), \
          {cpu:.0} ms CPU in all, {picks} starvation-guard picks in {WINDOW_SECS} s"
     );
-    ensure!(
-        gap <= MAX_MS + hog_gap,
-        "bound {MAX_MS} ms + the hogs' longest wait: {detail}"
-    );
+    ensure!(gap <= MAX_MS, "bound {MAX_MS} ms: {detail}");
     Ok(detail)
 }
 
