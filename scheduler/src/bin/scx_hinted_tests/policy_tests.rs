@@ -310,10 +310,11 @@ pub fn bg_newcomers(env: &Env) -> Result<String> {
 /// 20 s near 130 hogs).
 pub fn low_weight_wait(env: &Env) -> Result<String> {
     // The starvation limit (1 s), its 100 ms check period, a slice, and
-    // 1.4 s for the emulator's stalls on a loaded host (up to 0.7 s seen).
-    // Not relative to the hogs' own waits: under the old policy those grow
-    // to seconds too (the nice-19 thread drags the current virtual time
-    // ahead, and hogs queued after it sort behind the others).
+    // 1.4 s for the emulator; on top, the longest lateness of a light
+    // periodic monitor thread (the whole guest's stalls, which reach seconds
+    // on a loaded host). Not relative to the hogs' own waits: under the old
+    // policy those grow to seconds too (the nice-19 thread drags the current
+    // virtual time ahead, and hogs queued after it sort behind the others).
     const MAX_MS: f64 = 2500.0;
     const HOGS: usize = 16;
     // Long enough for several starvation-guard turns; a wait counts while
@@ -334,6 +335,13 @@ pub fn low_weight_wait(env: &Env) -> Result<String> {
             )
         };
     }));
+    let monitor = Worker::spawn(Spec::new(
+        Kind::Periodic {
+            work: Duration::from_micros(100),
+            period: Duration::from_millis(10),
+        },
+        None,
+    ));
     sleep(Duration::from_secs(1));
     // Re-applying the class resets the longest wait: measure from here.
     low.set_class(Normal);
@@ -350,15 +358,20 @@ pub fn low_weight_wait(env: &Env) -> Result<String> {
     let hog_gap = hogs.iter().map(|h| h.max_gap_ns()).max().unwrap_or(0) as f64 / 1e6;
     let picks = harness::stats()?.get("starve_picks") - s0.get("starve_picks");
     let cpu = low.cpu_ns() as f64 / 1e6;
+    let stall = monitor.stop().lat_ns.iter().copied().max().unwrap_or(0) as f64 / 1e6;
     low.stop();
     workers::stop_all(hogs);
     sched.check()?;
     sched.stop()?;
     let detail = format!(
-        "nice-19 hog among {HOGS} hogs: longest wait {gap:.0} ms (hogs' {hog_gap:.0} ms), \
+        "nice-19 hog among {HOGS} hogs: longest wait {gap:.0} ms (hogs' {hog_gap:.0} ms, \
+         monitor's longest lateness {stall:.0} ms), \
          {cpu:.0} ms CPU in all, {picks} starvation-guard picks in {WINDOW_SECS} s"
     );
-    ensure!(gap <= MAX_MS, "bound {MAX_MS} ms: {detail}");
+    ensure!(
+        gap <= MAX_MS + stall,
+        "bound {MAX_MS} ms + the monitor's longest lateness: {detail}"
+    );
     Ok(detail)
 }
 
