@@ -91,7 +91,8 @@ impl Sched {
                     sched.log_tail(20)
                 );
             }
-            // Loading (BPF verification) is slow under TCG on a busy host.
+            // Loading and verifying takes 5 to 15 s in the emulated guest,
+            // several times that when the host is loaded.
             if start.elapsed() > Duration::from_secs(120) {
                 bail!(
                     "scx_hinted did not attach in 120 s:\n{}",
