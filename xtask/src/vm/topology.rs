@@ -34,7 +34,7 @@ impl Topology {
     /// every level a topology-aware scheduler distinguishes. `cpus` must be a
     /// multiple of 4.
     pub fn two_sockets_smt(cpus: u32) -> Result<Topology> {
-        if cpus == 0 || cpus % 4 != 0 {
+        if cpus == 0 || !cpus.is_multiple_of(4) {
             bail!(
                 "{cpus} vCPUs cannot be split into 2 sockets of SMT-2 cores (use a multiple of 4)"
             );
@@ -64,7 +64,7 @@ impl Topology {
         if !self.numa {
             return Ok(Vec::new());
         }
-        if memory_mib % u64::from(self.sockets) != 0 {
+        if !memory_mib.is_multiple_of(u64::from(self.sockets)) {
             bail!(
                 "{memory_mib} MiB of guest memory cannot be split evenly into {} NUMA nodes",
                 self.sockets
