@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod scale;
 mod setup;
 mod test;
 mod util;

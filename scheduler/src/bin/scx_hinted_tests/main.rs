@@ -17,6 +17,7 @@
 //! tmpfs first (xtask's `guest_stage`) and put their directory first in PATH.
 
 mod harness;
+mod scale_tests;
 mod tests;
 mod workers;
 
@@ -60,6 +61,12 @@ struct Args {
     /// `--spin N` (a program that publishes no hint).
     #[arg(long, hide = true)]
     exec_spin: Option<u64>,
+
+    /// Instead of the tests: the scale benchmark's load for SECS seconds
+    /// under EEVDF, then under scx_hinted; prints `SCALE ...` lines with the
+    /// BPF ns per callback, the frame thread's latency and hog throughput.
+    #[arg(long, value_name = "SECS")]
+    bench_scale: Option<u64>,
 
     /// Tests to run [default: all].
     tests: Vec<String>,
@@ -132,6 +139,13 @@ fn main() {
         stress_secs: args.stress_secs,
         self_exe,
     };
+
+    if let Some(secs) = args.bench_scale {
+        if let Err(e) = scale_tests::bench(&env, secs) {
+            fatal(format!("scale benchmark: {e:#}"));
+        }
+        return;
+    }
 
     let selected: Vec<_> = tests::TESTS
         .iter()

@@ -26,6 +26,7 @@ pub const TESTS: &[(&str, TestFn)] = &[
     ("kill9", kill9),
     ("latency", latency),
     ("exec", exec),
+    ("many_threads", crate::scale_tests::many_threads),
 ];
 
 fn periodic(work_us: u64, period_us: u64) -> Kind {
