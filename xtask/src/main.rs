@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod scale;
 mod setup;
+mod soak;
 mod test;
 mod util;
 mod vm;
@@ -35,6 +36,9 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Install the host packages the build and tests need.
     Setup,
+    /// Soak scx_hinted in a 4-vCPU guest: churn, fork/exec storms, hogs,
+    /// restarts (SIGINT, kill -9, CPU hotplug); `--minutes N`.
+    Soak(soak::SoakArgs),
     /// Boot the sched_ext guest kernel under qemu and run a command in it.
     Vm(vm::VmArgs),
 }
@@ -46,6 +50,7 @@ fn main() {
         Cmd::Test(args) => test::run(args),
         Cmd::Bench(args) => bench::run(args),
         Cmd::Setup => setup::host().map(|()| 0),
+        Cmd::Soak(args) => soak::run(args),
         Cmd::Vm(args) => vm::cmd(args),
     };
     match result {

@@ -18,6 +18,7 @@
 
 mod harness;
 mod scale_tests;
+mod soak;
 mod tests;
 mod workers;
 

@@ -27,6 +27,7 @@ pub const TESTS: &[(&str, TestFn)] = &[
     ("latency", latency),
     ("exec", exec),
     ("many_threads", crate::scale_tests::many_threads),
+    ("soak", crate::soak::soak),
 ];
 
 fn periodic(work_us: u64, period_us: u64) -> Kind {
