@@ -161,7 +161,7 @@ fn table(rows: &[(u32, String, Row, Row)], secs: u64) -> String {
             num(e, "frame_p99_us") / 1000.0,
             h.get("frame_missed").map_or("?", String::as_str),
             e.get("frame_missed").map_or("?", String::as_str),
-            num(h, "hog_kiters_per_s") / num(e, "hog_kiters_per_s"),
+            num(h, "hog_iters_per_s") / num(e, "hog_iters_per_s"),
         );
     }
     s
@@ -179,9 +179,9 @@ mod tests {
         assert_eq!(num(&r, "enqueue_ns"), 412.0);
         assert!(parse_line("PASS x").is_none());
         let e =
-            parse_line("SCALE cpus=8 sched=eevdf frame_p99_us=2000 hog_kiters_per_s=10").unwrap();
+            parse_line("SCALE cpus=8 sched=eevdf frame_p99_us=2000 hog_iters_per_s=10").unwrap();
         let mut h = r.clone();
-        h.insert("hog_kiters_per_s".into(), "5".into());
+        h.insert("hog_iters_per_s".into(), "5".into());
         h.insert("frame_p99_us".into(), "1000".into());
         let t = table(&[(8, "2s2c2t".into(), e, h)], 10);
         assert!(t.contains("| 8 | 2s2c2t | 412 |"), "{t}");

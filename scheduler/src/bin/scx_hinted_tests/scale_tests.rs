@@ -167,9 +167,8 @@ fn bench_phase(label: &str, secs: u64, hinted: bool) -> Result<String> {
     let hog_rate = (i1 - i0) as f64 / ((t1 - t0) as f64 / 1e9);
     let mut line = format!(
         "SCALE cpus={} sched={label} frame_p50_us={p50:.0} frame_p99_us={p99:.0} \
-         frame_missed={missed} hog_kiters_per_s={:.1}",
+         frame_missed={missed} hog_iters_per_s={hog_rate:.1}",
         nr_cpus(),
-        hog_rate / 1000.0
     );
     if hinted {
         line += " ";
