@@ -357,10 +357,12 @@ pub fn many_threads(env: &Env) -> Result<String> {
     let many = Sleepers::spawn(m, Some(Background))?;
     let (slab_after, pin_after) = (slab_unreclaimable()?, foll_pinned()?);
     sched.check()?;
+    // `registered` also counts the load's threads: wait for the class too.
     let s = wait_stats(Duration::from_secs(30), |s| {
         s.get("registered") >= reg0 + n_sleepers as f64
+            && s.class("background", "tasks") >= bg0 + n_sleepers as f64
     })
-    .context("the registered gauge did not count every sleeper")?;
+    .context("the gauges did not count every sleeper")?;
     let bg_tasks = s.class("background", "tasks");
     progress("many_threads: cost phase");
     let cost_many = phase(5);
