@@ -29,6 +29,9 @@ pub enum Which {
     /// EEVDF, its knobs and published sched_ext schedulers, in the sched_ext
     /// guest (bench/src/hintbench).
     Sched,
+    /// BPF ns per scheduler callback, latency and throughput at 2, 4, 8 and
+    /// 16 guest vCPUs (xtask/src/scale.rs; not part of `all`).
+    Scale,
 }
 
 #[derive(clap::Args)]
@@ -92,6 +95,9 @@ pub fn run(args: BenchArgs) -> Result<i32> {
     }
     if matches!(args.which, Which::All | Which::Sched) {
         rc = rc.max(sched(args.quick, !args.no_published)?);
+    }
+    if args.which == Which::Scale {
+        rc = rc.max(crate::scale::run(args.quick)?);
     }
     Ok(rc)
 }

@@ -3,7 +3,9 @@
 mod bench;
 mod capi;
 mod demo;
+mod scale;
 mod setup;
+mod soak;
 mod test;
 mod util;
 mod vm;
@@ -37,6 +39,9 @@ enum Cmd {
     Capi(capi::CapiArgs),
     /// Install the host packages the build and tests need.
     Setup,
+    /// Soak scx_hinted in a 4-vCPU guest: churn, fork/exec storms, hogs,
+    /// restarts (SIGINT, kill -9, CPU hotplug); `--minutes N`.
+    Soak(soak::SoakArgs),
     /// Boot the sched_ext guest kernel under qemu and run a command in it.
     Vm(vm::VmArgs),
 }
@@ -49,6 +54,7 @@ fn main() {
         Cmd::Bench(args) => bench::run(args),
         Cmd::Capi(args) => capi::cmd(args),
         Cmd::Setup => setup::host().map(|()| 0),
+        Cmd::Soak(args) => soak::run(args),
         Cmd::Vm(args) => vm::cmd(args),
     };
     match result {

@@ -63,14 +63,20 @@
 //! multi-threaded TCG, faster but it sometimes crashes the guest kernel while
 //! static keys are switched), `SCX_HINTS_GUEST_STALL` (seconds).
 //!
+//! [`GuestConfig::topology`] (`cargo xtask vm --topology 2s2c2t`) boots
+//! sockets of SMT cores, each socket its own LLC, optionally one NUMA node
+//! per socket (see `vm/topology.rs`).
+//!
 //! Kernels, the virtme-ng venv and the last runs (job script, console log,
 //! output) live under `target/xtask/guest/`.
 
 mod console;
 mod kernel;
 mod proc;
+mod topology;
 
 pub use kernel::KernelChoice;
+pub use topology::Topology;
 
 use crate::util::{self, loud, step};
 use anyhow::{anyhow, bail, Context, Result};
@@ -122,7 +128,11 @@ impl Tcg {
 pub struct GuestConfig {
     pub kernel: KernelChoice,
     pub tcg: Tcg,
+    /// vCPUs. With [`GuestConfig::topology`] set, its CPU count wins.
     pub cpus: u32,
+    /// Sockets, cores, SMT threads (and NUMA nodes); `None`: `cpus`
+    /// sockets of one single-threaded core each (qemu's default).
+    pub topology: Option<Topology>,
     /// qemu's `-m` syntax, e.g. `2G`.
     pub memory: String,
     /// Kill the guest and fail if neither the console nor
@@ -135,6 +145,18 @@ pub struct GuestConfig {
 }
 
 impl GuestConfig {
+    /// Sets `cpus` and `topology` together.
+    pub fn with_topology(mut self, topology: Topology) -> GuestConfig {
+        self.cpus = topology.cpus();
+        self.topology = Some(topology);
+        self
+    }
+
+    /// The CPU count the guest boots with.
+    pub fn vcpus(&self) -> u32 {
+        self.topology.map_or(self.cpus, |t| t.cpus())
+    }
+
     /// Defaults, with the `SCX_HINTS_GUEST_*` environment variables applied.
     pub fn from_env() -> Result<GuestConfig> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
@@ -160,6 +182,7 @@ impl GuestConfig {
             kernel,
             tcg,
             cpus: 2,
+            topology: None,
             memory: "2G".into(),
             stall,
             stream: true,
@@ -544,11 +567,33 @@ impl Guest {
         ])
         .arg(&self.kernel.vmlinuz)
         .args(["--disable-kvm", "--force-9p", "--disable-microvm"])
-        .args(["--cpus", &self.cfg.cpus.to_string()])
-        .args(["--memory", &self.cfg.memory])
-        .arg(format!("--rwdir={}", dir.display()));
+        .args(["--memory", &self.cfg.memory]);
+        match self.cfg.topology {
+            Some(t) => {
+                cmd.args(["--cpus", &t.smp_arg()]);
+                for node in t.numa_args(topology::memory_mib(&self.cfg.memory)?)? {
+                    cmd.args(["--numa", &node]);
+                }
+            }
+            None => {
+                cmd.args(["--cpus", &self.cfg.cpus.to_string()]);
+            }
+        }
+        cmd.arg(format!("--rwdir={}", dir.display()));
+        // The boot-time check that the timer interrupt arrives gives up
+        // when the emulated CPUs run slowly on a loaded host ("IO-APIC +
+        // timer doesn't work!" panics, seen at 4 and 16 vCPUs).
+        cmd.args(["--append", "no_timer_check"]);
+        let mut qemu_opts = Vec::new();
         if self.cfg.tcg == Tcg::Single {
-            cmd.arg("--qemu-opts=-accel tcg,thread=single");
+            qemu_opts.push("-accel tcg,thread=single");
+        }
+        if self.cfg.topology.is_some() {
+            qemu_opts.push(topology::CPU_MODEL);
+        }
+        if !qemu_opts.is_empty() {
+            // vng joins its --qemu-opts values with spaces anyway.
+            cmd.arg(format!("--qemu-opts={}", qemu_opts.join(" ")));
         }
         cmd.arg("--exec").arg(&exec).current_dir(&root);
         let path = std::env::var_os("PATH").unwrap_or_default();
@@ -558,12 +603,15 @@ impl Guest {
             .env("TMPDIR", dir.join(".host-tmp"));
 
         step(format!(
-            "guest `{}`: kernel {} [{}], TCG {}, {} vCPUs, {}; timeout {secs} s, stall {} s",
+            "guest `{}`: kernel {} [{}], TCG {}, {} vCPUs{}, {}; timeout {secs} s, stall {} s",
             job.label,
             self.kernel.banner,
             self.kernel.origin,
             self.cfg.tcg.name(),
-            self.cfg.cpus,
+            self.cfg.vcpus(),
+            self.cfg
+                .topology
+                .map_or(String::new(), |t| format!(" ({t})")),
             self.cfg.memory,
             self.cfg.stall.as_secs(),
         ));
@@ -757,6 +805,7 @@ Examples:
   cargo xtask vm -- uname -r
   cargo xtask vm -- sh -c 'cat /sys/kernel/sched_ext/state; exit 3'
   cargo xtask vm --tcg multi --kernel 7.2.13+deb14-amd64 -- ./run-tests.sh
+  cargo xtask vm --topology 2s2c2t -- lscpu -e
 
 In the guest, $GUEST_OUT is a directory shared with the host (kept with the \
 run) and $GUEST_TMP a tmpfs one; the shell functions guest_stage and \
@@ -785,9 +834,15 @@ pub struct VmArgs {
     /// qemu TCG threading [env SCX_HINTS_GUEST_TCG; default: single].
     #[arg(long, value_enum)]
     pub tcg: Option<Tcg>,
-    /// Number of guest CPUs.
-    #[arg(long, default_value_t = 2)]
-    pub cpus: u32,
+    /// Number of guest CPUs [default: 2, or the count of --topology].
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// CPU topology: <sockets>s<cores>c<threads>t, with a trailing n for
+    /// one NUMA node per socket (e.g. 2s2c2t: 8 vCPUs in 2 sockets, i.e.
+    /// 2 LLCs, of 2 SMT-2 cores; 2s4c2tn: 16 vCPUs, 2 NUMA nodes), or
+    /// `auto`: 2 sockets of SMT-2 cores for --cpus (a multiple of 4).
+    #[arg(long, value_name = "SPEC")]
+    pub topology: Option<String>,
     /// Guest memory (qemu syntax).
     #[arg(long, default_value = "2G")]
     pub memory: String,
@@ -812,7 +867,27 @@ pub fn cmd(args: VmArgs) -> Result<i32> {
     if let Some(s) = args.stall {
         cfg.stall = Duration::from_secs(s);
     }
-    cfg.cpus = args.cpus;
+    cfg.cpus = args.cpus.unwrap_or(2);
+    match args.topology.as_deref() {
+        None => {}
+        Some("auto") => {
+            let t = Topology::two_sockets_smt(cfg.cpus)?;
+            cfg = cfg.with_topology(t);
+        }
+        Some(spec) => {
+            let t: Topology = spec.parse()?;
+            if let Some(n) = args.cpus.filter(|&n| n != t.cpus()) {
+                bail!(
+                    "--cpus {n} disagrees with --topology {spec} ({} CPUs)",
+                    t.cpus()
+                );
+            }
+            cfg = cfg.with_topology(t);
+        }
+    }
+    if cfg.cpus == 0 {
+        bail!("--cpus 0: the guest needs at least one CPU");
+    }
     cfg.memory = args.memory.clone();
     cfg.verbose = args.verbose;
     let guest = prepare_with(cfg)?;

@@ -66,6 +66,12 @@ impl Sched {
     /// Starts scx_hinted with `args` and waits until it is attached and its
     /// stats server answers.
     pub fn start(env: &Env, args: &[&str]) -> Result<Self> {
+        Self::start_within(env, args, Duration::from_secs(120))
+    }
+
+    /// [`Sched::start`] with a longer wait for the attach (loading under
+    /// heavy load in the emulated guest).
+    pub fn start_within(env: &Env, args: &[&str], attach: Duration) -> Result<Self> {
         if sched_state() != "disabled" {
             bail!("a sched_ext scheduler is already attached ({})", ops_name());
         }
@@ -91,11 +97,10 @@ impl Sched {
                     sched.log_tail(20)
                 );
             }
-            // Loading and verifying takes 5 to 15 s in the emulated guest,
-            // several times that when the host is loaded.
-            if start.elapsed() > Duration::from_secs(120) {
+            if start.elapsed() > attach {
                 bail!(
-                    "scx_hinted did not attach in 120 s:\n{}",
+                    "scx_hinted did not attach in {} s:\n{}",
+                    attach.as_secs(),
                     sched.log_tail(20)
                 );
             }

@@ -20,6 +20,8 @@ mod harness;
 mod launcher;
 mod policy_tests;
 mod restart_tests;
+mod scale_tests;
+mod soak;
 mod tests;
 mod workers;
 
@@ -68,6 +70,12 @@ struct Args {
     /// each hinted once at start, running this many seconds.
     #[arg(long, hide = true)]
     hinted_app: Option<u64>,
+
+    /// Instead of the tests: the scale benchmark's load for SECS seconds
+    /// under EEVDF, then under scx_hinted; prints `SCALE ...` lines with the
+    /// BPF ns per callback, the frame thread's latency and hog throughput.
+    #[arg(long, value_name = "SECS")]
+    bench_scale: Option<u64>,
 
     /// Tests to run [default: all but the open problems that --list marks].
     tests: Vec<String>,
@@ -146,6 +154,13 @@ fn main() {
         stress_secs: args.stress_secs,
         self_exe,
     };
+
+    if let Some(secs) = args.bench_scale {
+        if let Err(e) = scale_tests::bench(&env, secs) {
+            fatal(format!("scale benchmark: {e:#}"));
+        }
+        return;
+    }
 
     let selected: Vec<_> = if args.tests.is_empty() {
         tests::TESTS.iter().collect()

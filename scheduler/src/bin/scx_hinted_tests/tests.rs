@@ -34,6 +34,8 @@ pub const TESTS: &[(&str, TestFn)] = &[
     ("bg_newcomers", policy_tests::bg_newcomers),
     ("low_weight_wait", policy_tests::low_weight_wait),
     ("messaging_vs_eevdf", policy_tests::messaging_vs_eevdf),
+    ("many_threads", crate::scale_tests::many_threads),
+    ("soak", crate::soak::soak),
 ];
 
 /// Tests of known open problems: run only when named, not by default (and so
