@@ -211,9 +211,14 @@ impl Sleepers {
                 .spawn(move || {
                     if let Some(c) = class {
                         scx_hints::set_latency_class(c);
-                        // scx_hinted reads a thread's hints when it wakes:
-                        // one wakeup after registering makes it count.
-                        sleep(Duration::from_millis(1));
+                        // scx_hinted reads a thread's hints when it wakes.
+                        // A sleep whose timer fires before the thread has
+                        // left its CPU is no wakeup for the scheduler (seen
+                        // for 1 to 3 of 1,000 one-shot 1 ms sleeps under
+                        // TCG): a few longer ones make a real one certain.
+                        for _ in 0..3 {
+                            sleep(Duration::from_millis(5));
+                        }
                     }
                     ready.fetch_add(1, Ordering::Release);
                     let (lock, cv) = &*release;
