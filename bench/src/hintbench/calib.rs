@@ -3,11 +3,12 @@
 //! slow one. A scenario asks for "x% of a CPU-ms" and "y% of the guest's
 //! capacity"; the calibration turns that into work-loop units and periods.
 
+use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use anyhow::Result;
-use crossbeam::channel;
 use serde::{Deserialize, Serialize};
 
 use super::workload::{mono_ns, thread_cpu_ns, work_units};
@@ -15,10 +16,14 @@ use super::workload::{mono_ns, thread_cpu_ns, work_units};
 /// What one calibration measured.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Calibration {
-    /// Work-loop units per CPU-millisecond, median over the vCPUs.
+    /// Work-loop units per CPU-millisecond with every vCPU busy, median
+    /// over the vCPUs: the unit scenarios size their work in.
     pub units_per_cpu_ms: f64,
-    /// The same, per vCPU (each measured alone, pinned).
+    /// The same, per vCPU (one pinned thread each, all at once).
     pub per_cpu: Vec<f64>,
+    /// One vCPU busy, the others idle.
+    #[serde(default)]
+    pub alone_units_per_cpu_ms: f64,
     /// A wakeup round trip between two threads (wall time, median of
     /// batches), microseconds.
     pub wake_rtt_us: f64,
@@ -48,14 +53,15 @@ impl Calibration {
 
     pub fn line(&self) -> String {
         format!(
-            "{:.1} work units per CPU-ms (per vCPU: {}), wakeup round trip {:.1} us \
-             wall, {:.1} us CPU",
+            "{:.1} work units per CPU-ms with all vCPUs busy (per vCPU: {}; one vCPU \
+             alone: {:.1}), wakeup round trip {:.1} us wall, {:.1} us CPU",
             self.units_per_cpu_ms,
             self.per_cpu
                 .iter()
                 .map(|x| format!("{x:.1}"))
                 .collect::<Vec<_>>()
                 .join(", "),
+            self.alone_units_per_cpu_ms,
             self.wake_rtt_us,
             self.wake_cpu_us
         )
@@ -72,32 +78,43 @@ fn pin_to(cpu: usize) {
     }
 }
 
-/// Units per CPU-ms of one thread pinned to `cpu`, over about `ms` of CPU.
-fn rate_on(cpu: usize, ms: f64) -> f64 {
-    std::thread::spawn(move || {
-        pin_to(cpu);
-        let stop = AtomicBool::new(false);
-        // Warm up, then size batches of about 1 CPU-ms.
-        let c0 = thread_cpu_ns();
-        let mut n = 0u64;
-        while thread_cpu_ns() - c0 < 2_000_000 {
-            n += work_units(16, &stop);
-        }
-        let per_ms = (n as f64 / 2.0).max(1.0);
-        let mut rates = Vec::new();
-        let end = thread_cpu_ns() + (ms * 1e6) as u64;
-        while thread_cpu_ns() < end {
-            let a = thread_cpu_ns();
-            let k = work_units(per_ms as u64, &stop);
-            let b = thread_cpu_ns();
-            if b > a {
-                rates.push(k as f64 / ((b - a) as f64 / 1e6));
-            }
-        }
-        median(&mut rates)
-    })
-    .join()
-    .unwrap_or(f64::NAN)
+/// Units per CPU-ms of one thread pinned to each CPU in `cpus`, all
+/// running at once (started together), over about `ms` of CPU each.
+fn rates_on(cpus: &[usize], ms: f64) -> Vec<f64> {
+    let start = Arc::new(Barrier::new(cpus.len()));
+    let handles: Vec<_> = cpus
+        .iter()
+        .map(|&cpu| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                pin_to(cpu);
+                let stop = AtomicBool::new(false);
+                start.wait();
+                // Warm up, then batches of about 1 CPU-ms.
+                let c0 = thread_cpu_ns();
+                let mut n = 0u64;
+                while thread_cpu_ns() - c0 < 2_000_000 {
+                    n += work_units(16, &stop);
+                }
+                let per_ms = (n as f64 / 2.0).max(1.0);
+                let mut rates = Vec::new();
+                let end = thread_cpu_ns() + (ms * 1e6) as u64;
+                while thread_cpu_ns() < end {
+                    let a = thread_cpu_ns();
+                    let k = work_units(per_ms as u64, &stop);
+                    let b = thread_cpu_ns();
+                    if b > a {
+                        rates.push(k as f64 / ((b - a) as f64 / 1e6));
+                    }
+                }
+                median(&mut rates)
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap_or(f64::NAN))
+        .collect()
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -108,15 +125,18 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Ping-pong between two threads over channels: (wall us, CPU us) per
-/// round trip, medians over batches.
+/// Ping-pong between two threads over a Unix datagram socket pair (each
+/// side blocks in the kernel, so every message is a real wakeup): (wall us,
+/// CPU us of both threads) per round trip; wall is the median of batches.
 fn round_trip(rounds: usize) -> Result<(f64, f64)> {
-    let (ping_tx, ping_rx) = channel::bounded::<u64>(1);
-    let (pong_tx, pong_rx) = channel::bounded::<u64>(1);
+    let (a, b) = UnixDatagram::pair()?;
+    b.set_read_timeout(Some(Duration::from_secs(5)))?;
+    a.set_read_timeout(Some(Duration::from_secs(5)))?;
     let echo = std::thread::spawn(move || -> u64 {
         let c0 = thread_cpu_ns();
-        while let Ok(x) = ping_rx.recv() {
-            if pong_tx.send(x).is_err() {
+        let mut buf = [0u8; 8];
+        while let Ok(n) = b.recv(&mut buf) {
+            if n == 0 || b.send(&buf[..n]).is_err() {
                 break;
             }
         }
@@ -124,33 +144,44 @@ fn round_trip(rounds: usize) -> Result<(f64, f64)> {
     });
     let batch = 50;
     let (mut wall, mut cpu) = (Vec::new(), Vec::new());
+    let mut my_cpu = 0u64;
+    let mut buf = [0u8; 8];
     for _ in 0..rounds / batch {
         let (t0, c0) = (mono_ns(), thread_cpu_ns());
-        for i in 0..batch {
-            ping_tx.send(i as u64)?;
-            pong_rx.recv_timeout(Duration::from_secs(5))?;
+        for i in 0..batch as u64 {
+            a.send(&i.to_ne_bytes())?;
+            a.recv(&mut buf)?;
         }
         let (t1, c1) = (mono_ns(), thread_cpu_ns());
         wall.push((t1 - t0) as f64 / batch as f64 / 1000.0);
         cpu.push((c1 - c0) as f64 / batch as f64 / 1000.0);
+        my_cpu += c1 - c0;
     }
-    drop(ping_tx);
+    // An empty datagram ends the echo thread.
+    a.send(&[])?;
     let echo_cpu = echo.join().unwrap_or(0);
-    let n = (rounds / batch * batch).max(1) as f64;
-    // The echo thread's CPU is known only in total: add its mean to the
-    // waker's per-batch median.
-    let cpu_med = median(&mut cpu) + echo_cpu as f64 / n / 1000.0;
-    Ok((median(&mut wall), cpu_med))
+    // Both sides do the same work per round trip: the waker's median per
+    // batch, scaled by the two sides' total ratio, resists a batch that a
+    // host hiccup stretched.
+    let both_over_mine = (my_cpu + echo_cpu) as f64 / my_cpu.max(1) as f64;
+    Ok((median(&mut wall), median(&mut cpu) * both_over_mine))
 }
 
-/// Measures the machine (about a second per vCPU plus the round trips).
+/// Measures the machine (about a second plus the round trips). The rate is
+/// measured with every vCPU busy at once: an emulated guest whose vCPUs
+/// share host threads does less per CPU-ms when all of them run, and a
+/// loaded guest is what the scenarios measure. The rate of one vCPU with
+/// the others idle is recorded beside it.
 pub fn measure(cpus: usize) -> Result<Calibration> {
-    let per_cpu: Vec<f64> = (0..cpus).map(|c| rate_on(c, 200.0)).collect();
+    let all: Vec<usize> = (0..cpus).collect();
+    let per_cpu = rates_on(&all, 300.0);
+    let alone = rates_on(&[0], 200.0)[0];
     let (wake_rtt_us, wake_cpu_us) = round_trip(2000)?;
     let mut v = per_cpu.clone();
     Ok(Calibration {
         units_per_cpu_ms: median(&mut v),
         per_cpu,
+        alone_units_per_cpu_ms: alone,
         wake_rtt_us,
         wake_cpu_us,
     })

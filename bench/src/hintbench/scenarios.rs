@@ -508,9 +508,12 @@ fn dynamic(cfg: Config, p: &Params) -> Result<Measurement> {
             loop {
                 let measured = c.measuring(mono_ns());
                 s.switch(true, measured)?;
+                // Requests still queued at the end are not drained: a worker
+                // that fell behind would take as long as it is behind.
                 let sent = match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(_) | Err(_) if c.stopped() => break,
                     Ok(ts) => ts,
-                    Err(channel::RecvTimeoutError::Timeout) if !c.stopped() => continue,
+                    Err(channel::RecvTimeoutError::Timeout) => continue,
                     Err(_) => break,
                 };
                 let start = mono_ns();
