@@ -373,3 +373,43 @@ pub fn messaging(cfg: Config, p: &Params) -> Result<Measurement> {
     m.rates(per_s, per_s, 100.0 * p.level.frac());
     Ok(m)
 }
+
+/// hackbench (rt-tests) in its default process mode with 4 groups of 20
+/// senders and 20 receivers (160 processes). Its loop count is sized from
+/// the calibration for a run of about the plan's length: a message costs
+/// about one wakeup's CPU. Records hackbench's own time and messages per
+/// second; it has no latency samples.
+pub fn hackbench(p: &Params) -> Result<Measurement> {
+    const BIN: &str = "hackbench";
+    let per_msg_ms = p.calib.wake_cpu_ms().max(0.001);
+    let msgs_per_loop = (GROUPS * PER_SIDE * PER_SIDE) as f64;
+    let loops = ((p.timing.secs * 1000.0 * p.cpus as f64 / per_msg_ms / msgs_per_loop).round()
+        as u64)
+        .clamp(10, 100_000);
+    let out = std::process::Command::new(BIN)
+        .args(["-g", &GROUPS.to_string(), "-f", &PER_SIDE.to_string()])
+        .args(["-l", &loops.to_string()])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("running {BIN} (Debian package rt-tests)"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        anyhow::bail!(
+            "{BIN} failed ({}): {text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let secs: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Time:"))
+        .and_then(|t| t.trim().parse().ok())
+        .with_context(|| format!("no `Time:` line in {BIN}'s output: {text}"))?;
+    let mut m = Measurement::default();
+    let per_s = msgs_per_loop * loops as f64 / secs.max(1e-6);
+    m.set("hackbench_secs", secs);
+    m.set("loops", loops as f64);
+    m.set("messages_per_s", per_s);
+    m.rates(per_s, per_s, 100.0);
+    Ok(m)
+}

@@ -334,7 +334,7 @@ fn groups(s: Scenario) -> &'static [&'static str] {
         Scenario::FrameMixHogs => &["fg_achieved_per_s", "bg_units_per_s", "hog_units_per_s"],
         Scenario::Roles => &["requests_per_s", "bg_units_per_s"],
         Scenario::RolesHogs => &["requests_per_s", "bg_units_per_s", "hog_units_per_s"],
-        Scenario::Messaging => &["messages_per_s"],
+        Scenario::Messaging | Scenario::Hackbench => &["messages_per_s"],
     }
 }
 
@@ -427,7 +427,7 @@ pub fn goals(res: &Results) -> Vec<Goal> {
             }
         }
         // No hints: on par with EEVDF, latency and every group's throughput.
-        if s != Scenario::RenderIdle && has("hinted-nohints") {
+        if s != Scenario::RenderIdle && s != Scenario::Hackbench && has("hinted-nohints") {
             goal(
                 format!("nohints_{k}_p99_vs_eevdf"),
                 div(p99("hinted-nohints"), p99("eevdf")),
@@ -435,6 +435,8 @@ pub fn goals(res: &Results) -> Vec<Goal> {
                 1.05,
                 "scx_hinted without hints p99 / EEVDF p99".into(),
             );
+        }
+        if s != Scenario::RenderIdle && has("hinted-nohints") {
             let worst = groups(s)
                 .iter()
                 .filter_map(|m| div(v.med(s, l, "hinted-nohints", m), v.med(s, l, "eevdf", m)))
@@ -743,6 +745,10 @@ fn extra(s: Scenario) -> Vec<(&'static str, &'static str)> {
             ("other user's hog work/s", "hog_units_per_s"),
         ],
         Scenario::Messaging => vec![("messages/s", "messages_per_s")],
+        Scenario::Hackbench => vec![
+            ("hackbench s", "hackbench_secs"),
+            ("messages/s", "messages_per_s"),
+        ],
         Scenario::RenderIdle => vec![],
     }
 }
@@ -869,12 +875,14 @@ pub fn markdown(res: &Results) -> String {
             }
             o.push('\n');
         }
-        let _ = writeln!(
-            o,
-            "![{} p99 against load](load-{}.svg)\n",
-            s.name(),
-            s.name()
-        );
+        if s != Scenario::Hackbench {
+            let _ = writeln!(
+                o,
+                "![{} p99 against load](load-{}.svg)\n",
+                s.name(),
+                s.name()
+            );
+        }
     }
     if !res.bpf.is_empty() {
         let _ = writeln!(
@@ -920,7 +928,11 @@ pub fn markdown(res: &Results) -> String {
 fn has_hogs(s: Scenario) -> bool {
     !matches!(
         s,
-        Scenario::RenderIdle | Scenario::FrameMix | Scenario::Roles | Scenario::Messaging
+        Scenario::RenderIdle
+            | Scenario::FrameMix
+            | Scenario::Roles
+            | Scenario::Messaging
+            | Scenario::Hackbench
     )
 }
 
@@ -948,6 +960,13 @@ pub fn check(res: &Results) -> Vec<String> {
             let n = v.all_runs(s, l, &c.name).count();
             if n != res.plan.reps {
                 bad.push(format!("{what}: {n} of {} runs", res.plan.reps));
+                continue;
+            }
+            if s == Scenario::Hackbench {
+                // No latency samples: its run time is the measure.
+                if v.med(s, l, &c.name, "hackbench_secs").unwrap_or(0.0) <= 0.0 {
+                    bad.push(format!("{what}: no hackbench time"));
+                }
                 continue;
             }
             let p50 = v.med(s, l, &c.name, "p50_us");
@@ -1040,7 +1059,7 @@ pub fn write_all(res: &Results, dir: &std::path::Path) -> Result<String> {
         }))?,
     )?;
     for &s in &res.plan.scenarios {
-        if s != Scenario::RenderIdle {
+        if s != Scenario::RenderIdle && s != Scenario::Hackbench {
             std::fs::write(dir.join(format!("load-{}.svg", s.name())), load_svg(res, s))?;
         }
     }

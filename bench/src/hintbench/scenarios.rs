@@ -55,10 +55,13 @@ pub enum Scenario {
     /// Many-task messaging: 4 groups of 20 sender and 20 receiver threads
     /// over Unix sockets (160 threads), hackbench's shape.
     Messaging,
+    /// hackbench from rt-tests (Debian package), 4 groups of 20 + 20
+    /// processes over Unix sockets: run time.
+    Hackbench,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Render,
         Scenario::RenderIdle,
         Scenario::Dynamic,
@@ -70,6 +73,7 @@ impl Scenario {
         Scenario::Roles,
         Scenario::RolesHogs,
         Scenario::Messaging,
+        Scenario::Hackbench,
     ];
 
     pub fn name(self) -> &'static str {
@@ -85,6 +89,7 @@ impl Scenario {
             Scenario::Roles => "roles",
             Scenario::RolesHogs => "roles-hogs",
             Scenario::Messaging => "messaging",
+            Scenario::Hackbench => "hackbench",
         }
     }
 
@@ -106,6 +111,7 @@ impl Scenario {
             Scenario::ReqResp => "request round trip",
             Scenario::Wakeup => "worker wake-to-run",
             Scenario::Messaging => "message delivery (sent to received)",
+            Scenario::Hackbench => "none: hackbench reports its run time",
         }
     }
 
@@ -125,7 +131,8 @@ impl Scenario {
             Scenario::Render
             | Scenario::RenderIdle
             | Scenario::FrameOverShare
-            | Scenario::Messaging => &[Level::Fixed],
+            | Scenario::Messaging
+            | Scenario::Hackbench => &[Level::Fixed],
             _ => &[Level::Light, Level::Near, Level::Over],
         }
     }
@@ -256,6 +263,7 @@ pub fn run(s: Scenario, cfg: Config, p: &Params) -> Result<Measurement> {
         }
         Scenario::Roles | Scenario::RolesHogs => super::apps::roles(s, cfg, p)?,
         Scenario::Messaging => super::apps::messaging(cfg, p)?,
+        Scenario::Hackbench => super::apps::hackbench(p)?,
     };
     Ok(m.finish())
 }

@@ -271,7 +271,9 @@ pub fn runs_under(s: Scenario, c: &Contender) -> bool {
     let published = PUBLISHED.contains(&n);
     match s {
         Scenario::RenderIdle => n == "eevdf",
-        Scenario::Messaging => n == "eevdf" || n == "hinted-nohints" || published,
+        Scenario::Messaging | Scenario::Hackbench => {
+            n == "eevdf" || n == "hinted-nohints" || published
+        }
         _ if s.app_knowledge() || s == Scenario::FrameOverShare => n != "eevdf-nice",
         Scenario::Render => !n.starts_with("eevdf-") || n == "eevdf-nice",
         Scenario::Dynamic => !n.starts_with("eevdf-") || n == "eevdf-bg-batch",
@@ -458,7 +460,9 @@ pub fn run(
                     if !runs_under(s, c) {
                         continue;
                     }
+                    let t0 = std::time::Instant::now();
                     let result = scenarios::run(s, c.cfg, &params(s, level));
+                    let took = t0.elapsed().as_secs_f64();
                     done += 1;
                     if let Some(r) = running.as_mut() {
                         if let Err(e) = r.check() {
@@ -477,7 +481,8 @@ pub fn run(
                     match result {
                         Ok(m) => {
                             println!(
-                                "hintbench: [{done}/{total}] rep {} {:<16} {:<5} {:<15} {}",
+                                "hintbench: [{done}/{total}] rep {} {:<16} {:<5} {:<15} {} \
+                                 ({took:.1} s)",
                                 rep + 1,
                                 s.name(),
                                 level.name(),
