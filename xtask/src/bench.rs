@@ -421,6 +421,8 @@ fn guest_script(plan: &str, hintbench: &Path, scheds: &[(String, PathBuf)]) -> S
     format!(
         "set -e\n\
          guest_stage {}\n\
+         if command -v hackbench >/dev/null; then guest_stage hackbench; \
+         export HINTBENCH_HACKBENCH=\"$GUEST_TMP/bin/hackbench\"; fi\n\
          set +e\n\
          \"$GUEST_TMP/bin/hintbench\" suite --plan {plan} --out \"$GUEST_TMP/results.json\" \
          --tmp \"$GUEST_TMP\"{args}\n\
