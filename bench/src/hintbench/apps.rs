@@ -7,7 +7,7 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -298,7 +298,17 @@ const MSG: usize = 100;
 /// Throughput: messages received per second. Nobody is hinted (the
 /// `cfg` knobs are applied to every thread, which is none in the plans).
 pub fn messaging(cfg: Config, p: &Params) -> Result<Measurement> {
-    let clock = Clock::new(p.timing.warmup, p.timing.secs);
+    // 160 threads: spawning them while the first ones already run could
+    // take longer than the run in a busy guest (the spawner is one thread
+    // among 160). They all wait at a barrier; the run's clock starts when
+    // the last one is there.
+    let n = 2 * GROUPS * PER_SIDE;
+    let start = Arc::new(Barrier::new(n + 1));
+    let clock_cell: Arc<OnceLock<Clock>> = Arc::new(OnceLock::new());
+    let ready = move |start: &Barrier, cell: &OnceLock<Clock>| -> Clock {
+        start.wait();
+        cell.get().expect("set before the barrier opens").clone()
+    };
     let received = Arc::new(AtomicU64::new(0));
     let mut receivers = Vec::new();
     let mut senders = Vec::new();
@@ -309,8 +319,9 @@ pub fn messaging(cfg: Config, p: &Params) -> Result<Measurement> {
             rx.set_read_timeout(Some(Duration::from_millis(200)))?;
             tx.set_write_timeout(Some(Duration::from_millis(200)))?;
             outs.push(Arc::new(tx));
-            let (c, received) = (clock.clone(), received.clone());
+            let (start, cell, received) = (start.clone(), clock_cell.clone(), received.clone());
             receivers.push(spawn_as("msg-recv", cfg.fg, None, move || {
+                let c = ready(&start, &cell);
                 let mut m = Measurement::default();
                 let mut buf = [0u8; MSG];
                 let mut n_msgs = 0u64;
@@ -337,8 +348,9 @@ pub fn messaging(cfg: Config, p: &Params) -> Result<Measurement> {
             }));
         }
         for _ in 0..PER_SIDE {
-            let (c, outs) = (clock.clone(), outs.clone());
+            let (start, cell, outs) = (start.clone(), clock_cell.clone(), outs.clone());
             senders.push(spawn_as("msg-send", cfg.fg, None, move || {
+                let c = ready(&start, &cell);
                 let mut buf = [0u8; MSG];
                 'run: while !c.stopped() {
                     for o in &outs {
@@ -353,6 +365,9 @@ pub fn messaging(cfg: Config, p: &Params) -> Result<Measurement> {
             }));
         }
     }
+    let clock = Clock::new(p.timing.warmup, p.timing.secs);
+    let _ = clock_cell.set(clock.clone());
+    start.wait();
     let mut m = Measurement::default();
     let mut parts = Vec::new();
     with_hogs(&mut m, 0, Treatment::NONE, None, &clock, || {
