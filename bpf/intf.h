@@ -63,6 +63,11 @@ struct hinted_stats {
 	u64 inherited;		/* forked tasks that started with their parent's hints */
 	u64 bg_guard_picks;	/* background picked ahead of waiting work (minimum share) */
 	u64 kthread_local;	/* per-CPU kthreads dispatched straight to their CPU */
+	u64 pinned_local;	/* migration-disabled tasks dispatched straight to their CPU */
+	u64 claim_lost;		/* wakers whose chosen victim CPU another waker claimed first */
+	u64 slice_cuts;		/* long slices ended at a tick for an earlier deadline */
+	u64 cpu_releases;	/* CPUs taken by RT/deadline tasks (local queue re-enqueued) */
+	u64 starve_picks;	/* tasks run first after waiting the starvation limit */
 	u64 bad_class;		/* latency-class values outside the vocabulary (ignored) */
 	u64 bad_prio;		/* priority values outside -20..19 (clamped into range) */
 	u64 no_task_ctx;	/* tasks met without a task context (should stay 0) */

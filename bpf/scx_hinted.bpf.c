@@ -15,36 +15,51 @@
  *   runtime * 1024 / weight; the weight comes from the task's nice value,
  *   shifted by its priority hint (nice + priority, clamped to -20..19). Tasks
  *   wait in a shared queue ordered by virtual deadline = vruntime + the class
- *   slice scaled by weight. A waking task's vruntime is raised to no less
- *   than the current virtual time minus the class's wakeup credit ("lag"), so
- *   sleeping earns a bounded head start, never an unbounded one; and it is
- *   lowered to at most one request ahead, so time charged while a task's CPU
- *   was stolen (a stalled vCPU) is not held against it for long.
+ *   slice scaled by weight. The system's virtual time (vtime_now) is the
+ *   largest vruntime seen starting to run, of any class, and a slice that
+ *   ops.dispatch() refills is charged like a new run. At every enqueue a
+ *   task's vruntime is raised to no less than vtime_now minus the class's
+ *   wakeup credit ("lag"), so sleeping earns a bounded head start, and
+ *   lowered to at most one request ahead of vtime_now, so neither time
+ *   charged while a vCPU was stolen nor a class change (background to
+ *   normal, say) leaves a task far behind everyone else.
  *
  * - Latency classes. critical and interactive get short slices, small
  *   requests (early deadlines) and a large wakeup credit; they take an idle
  *   CPU first and, when none is idle, preempt a CPU running a lower class if
- *   they are behind that task in virtual time (background is preempted
- *   regardless). normal preempts batch and background. batch gets long
- *   slices, no wakeup credit, never preempts. background waits in its own
- *   queue that a CPU serves only when no other work is queued, except that
- *   each CPU serves it at least once every bg_period_ns (a guaranteed
- *   minimum share; that slice yields only to critical and interactive, and
- *   only after bg_guard_min_ns), so it never starves and the watchdog never
- *   fires.
+ *   their deadline is earlier than that task's or they are behind it in
+ *   virtual time (background is preempted regardless). normal preempts batch
+ *   and background the same way, and another normal task once it has run
+ *   1 ms if the waker is behind it by a normal slice. A waker claims the CPU
+ *   it preempts, so two wakers never pick the same one. batch gets long
+ *   slices, no wakeup credit, never preempts, and its slice ends at a tick
+ *   after a normal slice's worth when an earlier deadline waits. background
+ *   waits in its own queue that a CPU serves only when no other work is
+ *   queued, except that each CPU serves it at least once every bg_period_ns
+ *   (a guaranteed minimum share; that slice yields only to critical and
+ *   interactive, and only after bg_guard_min_ns), so it never starves.
+ *
+ * - Starvation guard. Deadlines scale with the inverse of the weight, so a
+ *   nice-19 task among many CPU hogs could wait seconds per slice; a task
+ *   queued for starve_ns (1 s) runs next, so the watchdog never fires.
  *
  * - Abuse budget. A critical or interactive thread that runs longer than its
  *   class budget without sleeping is scheduled as normal for the rest of that
  *   burst (checked at every tick and every stop, so the bound is the budget
- *   plus one tick). Preemption also requires the waker to be behind in
- *   virtual time, so a class buys latency, never CPU share: share follows
- *   weight, and negative priorities are privileged.
+ *   plus one tick). Preemption also requires the waker to be early in
+ *   deadline or behind in virtual time, so a class buys latency, never CPU
+ *   share: share follows weight, and negative priorities are privileged.
  *
  * - Policy. Claiming critical or a negative priority needs a privileged
  *   thread (root, or an allowed uid or gid); other claims are clamped to
  *   interactive and 0, and counted. SCHED_IDLE threads are background whatever
  *   they hint; SCHED_BATCH threads default to batch. A forked task starts with
  *   its parent's effective hints until it publishes its own (optional).
+ *
+ * - The kernel's side. Exiting and migration-disabled tasks come through
+ *   ops.enqueue() too (the latter go to their CPU's local queue), wakeups may
+ *   be queued to the target CPU, and when an RT or deadline task takes a CPU
+ *   its local queue goes back through ops.enqueue() (ops.cpu_release).
  *
  * docs/policy.md says the same for users, with the numbers.
  */
@@ -98,6 +113,12 @@ const volatile u64 budget_ns[HINTED_NR_CLASSES] = {
 const volatile u64 bg_period_ns = 57000000;
 /* How long a guard slice runs before critical and interactive may preempt it. */
 const volatile u64 bg_guard_min_ns = 1000000;
+/* How long a normal task runs before a waking normal task may preempt it. */
+const volatile u64 peer_min_run_ns = 1000000;
+/* A task queued this long is served first (starvation guard); 0 = off. */
+const volatile u64 starve_ns = 1000000000;
+/* How often a CPU looks for such a task. */
+const volatile u64 starve_check_ns = 100000000;
 const volatile bool inherit_on_fork = true;
 const volatile bool allow_all;
 const volatile u32 nr_allow_uids = 1;
@@ -122,6 +143,8 @@ static const char prio_key[TLD_NAME_LEN] = SCX_HINT_KEY_PRIORITY;
 
 /* The system's virtual time: the largest vruntime seen starting to run. */
 static u64 vtime_now;
+/* When a CPU last looked for starving tasks in the shared queue. */
+static u64 starve_checked_at;
 static u32 nr_cpus;
 
 /* What a task's effective hints are computed from; recomputed on change. */
@@ -158,6 +181,7 @@ struct task_ctx {
 	u64 burst_ns;			/* CPU time since the task last woke */
 	u64 run_start;
 	u64 wake_at;
+	u64 queued_at;			/* when it entered the shared foreground queue */
 };
 
 struct {
@@ -172,8 +196,10 @@ struct cpu_ctx {
 	u8 protected;			/* running a background guard slice */
 	u8 guard_pending;		/* the next task started is a guard pick */
 	u32 cur_weight;			/* weight of the running task */
+	u32 claimed;			/* a waker chose to preempt the running task */
 	u64 cur_vtime;			/* vruntime of the running task when it started */
 	u64 cur_start;			/* when it started */
+	u64 cur_dl;			/* its virtual deadline for this slice */
 	u64 bg_last;			/* when background last ran here */
 };
 
@@ -210,6 +236,19 @@ static __always_inline struct cpu_ctx *this_cpu_ctx(void)
 	u32 zero = 0;
 
 	return bpf_map_lookup_elem(&cpu_ctxs, &zero);
+}
+
+/*
+ * The context of the CPU a task is on. ops.running() and ops.stopping() run
+ * on that CPU for slice changes, but the kernel also calls them from another
+ * CPU (a nice, affinity or cgroup change dequeues and re-queues the task
+ * there), so they must not assume the current CPU.
+ */
+static __always_inline struct cpu_ctx *task_cpu_ctx(const struct task_struct *p)
+{
+	u32 zero = 0;
+
+	return bpf_map_lookup_percpu_elem(&cpu_ctxs, &zero, scx_bpf_task_cpu(p));
 }
 
 static __always_inline struct task_ctx *task_ctx_of(struct task_struct *p)
@@ -486,25 +525,81 @@ static __always_inline void refresh_hints(struct task_struct *p, struct task_ctx
 
 /* ---- Virtual time ----------------------------------------------------- */
 
+/* A task's request: its class slice in virtual time. */
+static __always_inline u64 task_req(const struct task_ctx *tctx, s32 cls)
+{
+	return scale_inv(class_slice(cls), tctx->weight);
+}
+
 /*
  * Keep a task's vruntime within bounds of the current virtual time and
- * return its virtual deadline (vruntime + request). A lagging vruntime is
- * raised to the class's wakeup credit below vtime_now. On a wakeup, a
- * vruntime ahead of vtime_now by more than one request is pulled back: a
- * task that sleeps carries at most that much debt, so time charged while its
- * CPU was stolen (a preempted vCPU, say) cannot starve it later.
+ * return its virtual deadline (vruntime + request), at every enqueue. A
+ * lagging vruntime is raised to the class's wakeup credit below vtime_now.
+ * A vruntime ahead of vtime_now by more than one request is pulled back:
+ * time charged while a task's CPU was stolen (a preempted vCPU, say) cannot
+ * starve it later, and a class change costs at most one request of the new
+ * class in virtual time (vtime_now follows every class, background
+ * included, and every run, refilled slices included, so only the current
+ * request can be ahead of it).
  */
-static __always_inline u64 task_deadline(struct task_ctx *tctx, s32 cls, bool wakeup)
+static __always_inline u64 task_deadline(struct task_ctx *tctx, s32 cls)
 {
 	u64 lag = scale_inv(class_lag(cls), tctx->weight);
-	u64 req = scale_inv(class_slice(cls), tctx->weight);
+	u64 req = task_req(tctx, cls);
 	u64 floor = vtime_now > lag ? vtime_now - lag : 0;
 
 	if (time_before(tctx->vtime, floor))
 		tctx->vtime = floor;
-	else if (wakeup && time_after(tctx->vtime, vtime_now + req))
+	else if (time_after(tctx->vtime, vtime_now + req))
 		tctx->vtime = vtime_now + req;
 	return tctx->vtime + req;
+}
+
+static __always_inline void advance_vtime_now(u64 vtime)
+{
+	if (time_before(vtime_now, vtime))
+		vtime_now = vtime;
+}
+
+/*
+ * Charge the time a task ran since run_start to its vruntime. Called when
+ * it stops, and when ops.dispatch() refills the slice of a task that keeps
+ * its CPU: the kernel calls neither ops.stopping() nor ops.running() then,
+ * and a task running alone for seconds would otherwise get that far ahead
+ * of everyone's virtual time in one step when it finally stops.
+ */
+static __always_inline u64 charge(struct task_ctx *tctx, u64 now)
+{
+	u64 ran = now > tctx->run_start ? now - tctx->run_start : 0;
+
+	tctx->vtime += scale_inv(ran, tctx->weight);
+	tctx->burst_ns += ran;
+	tctx->run_start = now;
+	return ran;
+}
+
+/* What the CPU's context records about the task starting a slice on it. */
+static __always_inline void set_current(struct cpu_ctx *cctx, const struct task_ctx *tctx,
+					s32 cls, u64 now)
+{
+	cctx->cur_class = cls;
+	cctx->cur_vtime = tctx->vtime;
+	cctx->cur_weight = tctx->weight;
+	cctx->cur_start = now;
+	cctx->cur_dl = tctx->vtime + task_req(tctx, cls);
+}
+
+/*
+ * ops.dispatch() lets the task whose slice ran out keep its CPU for another
+ * slice: charge what it ran so far, as if it had stopped and started again.
+ */
+static __always_inline void refill(struct task_struct *p, struct task_ctx *tctx, s32 cls,
+				   struct cpu_ctx *cctx, u64 now)
+{
+	charge(tctx, now);
+	advance_vtime_now(tctx->vtime);
+	scx_bpf_task_set_slice(p, class_slice(cls));
+	set_current(cctx, tctx, cls, now);
 }
 
 static __always_inline bool is_pcpu_kthread(const struct task_struct *p)
@@ -538,16 +633,32 @@ static __always_inline bool check_budget(struct task_ctx *tctx, struct hinted_st
 
 /*
  * On a wakeup with no idle CPU: a CPU whose running task the waker may
- * preempt. Lowest class first; within a class the scan starts at the task's
- * previous CPU. A victim that is not background must be ahead of the waker in
- * virtual time.
+ * preempt, claimed for this waker (-1 if none). Lowest class first; within
+ * a class the scan starts at the task's previous CPU.
  *
- * Within the normal class, as under EEVDF, a waker that is behind the running
- * task by more than a normal slice of virtual time preempts it: a sleeper
- * that has used less than its share does not wait out a CPU hog's slice. The
- * margin keeps two such tasks from preempting each other back and forth.
+ * - Background is always preemptible (guard slices excepted, see below).
+ * - A task of another lower class is preempted if the waker's virtual
+ *   deadline is earlier than the running task's deadline for its current
+ *   slice (as under EEVDF), or the waker is behind it in virtual time now. A
+ *   class's short request gives its waking threads early deadlines, so a
+ *   critical thread near its fair share preempts a batch or normal slice; a
+ *   thread far ahead in virtual time (one using more than its share, whatever
+ *   its class) has a late deadline and waits.
+ * - Within the normal class, as under EEVDF, a waker that is behind the
+ *   running task by more than a normal slice of virtual time preempts it: a
+ *   sleeper that has used less than its share does not wait out a CPU hog's
+ *   slice. The margin keeps two such tasks from preempting each other back
+ *   and forth. The running task keeps its CPU for its first peer_min_run_ns
+ *   (as EEVDF protects a slice it just started): with many tasks that wake
+ *   each other (message passing), every waker is behind whoever runs, by up
+ *   to its wakeup credit, and would otherwise preempt at every wakeup.
+ *
+ * The claim (cleared when the CPU starts its next task) keeps two wakers from
+ * choosing the same CPU: the loser would wait behind the winner on that
+ * CPU's local queue, which no other CPU serves. A waker that loses goes to
+ * the shared queue instead.
  */
-static s32 find_victim(struct task_struct *p, struct task_ctx *tctx, s32 cls)
+static s32 find_victim(struct task_struct *p, struct task_ctx *tctx, s32 cls, u64 dl)
 {
 	s32 rank = class_rank(cls), best = -1, best_rank = rank;
 	bool peer_ok = cls == SCX_HINT_CLASS_NORMAL;
@@ -556,13 +667,13 @@ static s32 find_victim(struct task_struct *p, struct task_ctx *tctx, s32 cls)
 	s32 prev = scx_bpf_task_cpu(p);
 	u32 zero = 0, i, n = nr_cpus;
 	u64 now = scx_bpf_now();
+	struct cpu_ctx *cctx;
 
 	if (n > MAX_CPUS)
 		n = MAX_CPUS;
 	if (prev < 0 || prev >= n)
 		prev = 0;
 	bpf_for(i, 0, n) {
-		struct cpu_ctx *cctx;
 		s32 cpu = prev + i, vr;
 		bool peer;
 
@@ -571,7 +682,7 @@ static s32 find_victim(struct task_struct *p, struct task_ctx *tctx, s32 cls)
 		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
 			continue;
 		cctx = bpf_map_lookup_percpu_elem(&cpu_ctxs, &zero, cpu);
-		if (!cctx)
+		if (!cctx || READ_ONCE(cctx->claimed))
 			continue;
 		/*
 		 * A background guard slice yields only to critical and
@@ -586,20 +697,39 @@ static s32 find_victim(struct task_struct *p, struct task_ctx *tctx, s32 cls)
 		peer = peer_ok && vr == rank && best < 0;
 		if (vr >= best_rank && !peer)
 			continue;
-		/* Except for background, the victim must be ahead in virtual time. */
-		if (vr > 0) {
+		if (peer) {
+			u64 start = READ_ONCE(cctx->cur_start);
+			u64 ran = now > start ? now - start : 0;
+			u64 vnow = READ_ONCE(cctx->cur_vtime) +
+				   scale_inv(ran, READ_ONCE(cctx->cur_weight));
+
+			if (ran < peer_min_run_ns ||
+			    !time_before(tctx->vtime + peer_margin, vnow))
+				continue;
+		} else if (vr > 0 && !time_before(dl, READ_ONCE(cctx->cur_dl))) {
 			u64 start = READ_ONCE(cctx->cur_start);
 			u64 vnow = READ_ONCE(cctx->cur_vtime) +
 				   scale_inv(now > start ? now - start : 0,
 					     READ_ONCE(cctx->cur_weight));
 
-			if (!time_before(tctx->vtime + (peer ? peer_margin : 0), vnow))
+			/* Not earlier in deadline: still preempt if behind it now. */
+			if (!time_before(tctx->vtime, vnow))
 				continue;
 		}
 		best = cpu;
 		best_rank = vr;
 		if (!vr)
 			break;
+	}
+	if (best < 0)
+		return -1;
+	cctx = bpf_map_lookup_percpu_elem(&cpu_ctxs, &zero, best);
+	if (!cctx || __sync_val_compare_and_swap(&cctx->claimed, 0, 1) != 0) {
+		struct hinted_stats *s = stats_get();
+
+		if (s)
+			s->claim_lost++;
+		return -1;
 	}
 	return best;
 }
@@ -623,7 +753,7 @@ s32 BPF_STRUCT_OPS(hinted_select_cpu, struct task_struct *p, s32 prev_cpu, u64 w
 	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
 	if (is_idle) {
 		/* Bound the vruntime as on any wakeup: others compare with it. */
-		task_deadline(tctx, cls, true);
+		task_deadline(tctx, cls);
 		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, class_slice(cls), 0);
 		if ((cs = class_stats(s, cls))) {
 			cs->enqueues++;
@@ -663,7 +793,19 @@ void BPF_STRUCT_OPS(hinted_enqueue, struct task_struct *p, u64 enq_flags)
 		return;
 	}
 
-	dl = task_deadline(tctx, cls, enq_flags & SCX_ENQ_WAKEUP);
+	/*
+	 * A migration-disabled task (SCX_OPS_ENQ_MIGRATION_DISABLED) can only
+	 * run where it is: the shared queue would leave it to whichever CPU
+	 * looks first, and only its own may take it.
+	 */
+	if (is_migration_disabled(p)) {
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice, enq_flags);
+		if (s)
+			s->pinned_local++;
+		return;
+	}
+
+	dl = task_deadline(tctx, cls);
 
 	/* An idle CPU first, when ops.select_cpu() did not already look. */
 	if (!__COMPAT_is_enq_cpu_selected(enq_flags) && p->nr_cpus_allowed > 1) {
@@ -680,7 +822,7 @@ void BPF_STRUCT_OPS(hinted_enqueue, struct task_struct *p, u64 enq_flags)
 	/* No idle CPU: a waking task may preempt a lower class. */
 	if ((enq_flags & SCX_ENQ_WAKEUP) && cls != SCX_HINT_CLASS_BATCH &&
 	    cls != SCX_HINT_CLASS_BACKGROUND) {
-		cpu = find_victim(p, tctx, cls);
+		cpu = find_victim(p, tctx, cls, dl);
 		if (cpu >= 0) {
 			scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, slice,
 					   enq_flags | SCX_ENQ_PREEMPT);
@@ -690,8 +832,43 @@ void BPF_STRUCT_OPS(hinted_enqueue, struct task_struct *p, u64 enq_flags)
 		}
 	}
 
+	tctx->queued_at = scx_bpf_now();
 	scx_bpf_dsq_insert_vtime(p, cls == SCX_HINT_CLASS_BACKGROUND ? HINTED_DSQ_BG : HINTED_DSQ_FG,
 				 slice, dl, enq_flags);
+}
+
+/*
+ * Starvation guard. Deadlines scale with the inverse of the weight, so a
+ * low-weight task (nice 19: 1/68 of nice 0) that ran one tick sorts behind
+ * every nice-0 task until they have all run about 68 ticks' worth: among N
+ * CPU hogs it waits about N / CPUs x 0.3 s, which reaches the 20 s watchdog
+ * near 130 hogs on two CPUs. So, at most every starve_check_ns, one CPU scans
+ * the shared queue and runs the first task that has waited starve_ns or
+ * longer. That task gets one slice more than its weight gives it per
+ * starve_ns: a nice-19 task beside many hogs then gets about one slice a
+ * second, and the watchdog never fires.
+ */
+static bool serve_starving(u64 now)
+{
+	struct hinted_stats *s;
+	struct task_struct *p;
+	u64 last = starve_checked_at;
+
+	if (!starve_ns || now - last < starve_check_ns ||
+	    __sync_val_compare_and_swap(&starve_checked_at, last, now) != last)
+		return false;
+	bpf_for_each(scx_dsq, p, HINTED_DSQ_FG, 0) {
+		struct task_ctx *tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+
+		if (!tctx || now - tctx->queued_at < starve_ns)
+			continue;
+		if (scx_bpf_dsq_move(BPF_FOR_EACH_ITER, p, SCX_DSQ_LOCAL, 0)) {
+			if ((s = stats_get()))
+				s->starve_picks++;
+			return true;
+		}
+	}
+	return false;
 }
 
 void BPF_STRUCT_OPS(hinted_dispatch, s32 cpu, struct task_struct *prev)
@@ -705,6 +882,12 @@ void BPF_STRUCT_OPS(hinted_dispatch, s32 cpu, struct task_struct *prev)
 
 	if (!cctx)
 		return;
+	/*
+	 * This CPU's local queue is empty: a waker that claimed it has run (or
+	 * went elsewhere). Without this, a claim whose waker never ran here would
+	 * keep other wakers away until the next task switch.
+	 */
+	WRITE_ONCE(cctx->claimed, 0);
 
 	/*
 	 * Background's minimum share: if this CPU has not run background for
@@ -735,20 +918,26 @@ void BPF_STRUCT_OPS(hinted_dispatch, s32 cpu, struct task_struct *prev)
 			u64 dl = ptctx->vtime + scale_inv(ran + class_slice(pcls), ptctx->weight);
 
 			if (!head || time_before(dl, head->scx.dsq_vtime)) {
-				scx_bpf_task_set_slice(prev, class_slice(pcls));
+				refill(prev, ptctx, pcls, cctx, now);
 				return;
 			}
 		}
 	}
 
+	if (serve_starving(now))
+		return;
 	if (scx_bpf_dsq_move_to_local(HINTED_DSQ_FG, 0))
 		return;
 	if (scx_bpf_dsq_move_to_local(HINTED_DSQ_BG, 0))
 		return;
 
 	/* Nothing else wants this CPU. */
-	if (prev_runnable)
-		scx_bpf_task_set_slice(prev, class_slice(ptctx ? pcls : SCX_HINT_CLASS_NORMAL));
+	if (prev_runnable) {
+		if (ptctx)
+			refill(prev, ptctx, pcls, cctx, now);
+		else
+			scx_bpf_task_set_slice(prev, class_slice(SCX_HINT_CLASS_NORMAL));
+	}
 }
 
 void BPF_STRUCT_OPS(hinted_runnable, struct task_struct *p, u64 enq_flags)
@@ -762,7 +951,7 @@ void BPF_STRUCT_OPS(hinted_runnable, struct task_struct *p, u64 enq_flags)
 void BPF_STRUCT_OPS(hinted_running, struct task_struct *p)
 {
 	struct hinted_stats *s = stats_get();
-	struct cpu_ctx *cctx = this_cpu_ctx();
+	struct cpu_ctx *cctx = task_cpu_ctx(p);
 	struct hinted_class_stats *cs;
 	struct task_ctx *tctx;
 	u64 now = scx_bpf_now();
@@ -773,8 +962,12 @@ void BPF_STRUCT_OPS(hinted_running, struct task_struct *p)
 		return;
 	tctx->run_start = now;
 	cls = sched_class(tctx);
-	if (cls != SCX_HINT_CLASS_BACKGROUND && time_before(vtime_now, tctx->vtime))
-		vtime_now = tctx->vtime;
+	/*
+	 * Every class, background included: a background thread that ran
+	 * alone for a long time must not end up far ahead of the threads that
+	 * start (at vtime_now) after it.
+	 */
+	advance_vtime_now(tctx->vtime);
 
 	if ((cs = class_stats(s, cls))) {
 		cs->dispatches++;
@@ -805,20 +998,20 @@ void BPF_STRUCT_OPS(hinted_running, struct task_struct *p)
 	tctx->wake_at = 0;
 
 	if (cctx) {
-		cctx->cur_class = cls;
-		cctx->cur_vtime = tctx->vtime;
-		cctx->cur_weight = tctx->weight;
-		cctx->cur_start = now;
+		set_current(cctx, tctx, cls, now);
 		cctx->protected = cls == SCX_HINT_CLASS_BACKGROUND && cctx->guard_pending;
 		cctx->guard_pending = 0;
+		WRITE_ONCE(cctx->claimed, 0);
 	}
 }
 
 void BPF_STRUCT_OPS(hinted_tick, struct task_struct *p)
 {
-	struct cpu_ctx *cctx = this_cpu_ctx();
+	struct cpu_ctx *cctx = task_cpu_ctx(p);
+	struct task_struct *head;
 	struct task_ctx *tctx;
 	u64 now = scx_bpf_now();
+	s32 cls;
 
 	tctx = task_ctx_of(p);
 	if (!tctx)
@@ -833,24 +1026,59 @@ void BPF_STRUCT_OPS(hinted_tick, struct task_struct *p)
 		return;
 	}
 
+	if (!cctx || !scx_bpf_dsq_nr_queued(HINTED_DSQ_FG))
+		return;
+	cls = sched_class(tctx);
+
 	/* Background yields as soon as other work waits, guard slices excepted. */
-	if (sched_class(tctx) == SCX_HINT_CLASS_BACKGROUND && cctx && !cctx->protected &&
-	    scx_bpf_dsq_nr_queued(HINTED_DSQ_FG))
+	if (cls == SCX_HINT_CLASS_BACKGROUND) {
+		if (!cctx->protected)
+			scx_bpf_task_set_slice(p, 0);
+		return;
+	}
+
+	/*
+	 * A slice longer than a normal one (batch) ends once it has run a normal
+	 * slice if a queued task has an earlier deadline: a waker that found no
+	 * CPU to preempt (another waker claimed it, or it was not ahead in
+	 * deadline then) waits at most that long, not a whole batch slice.
+	 */
+	if (class_slice(cls) > class_slice(SCX_HINT_CLASS_NORMAL) &&
+	    now - cctx->cur_start >= class_slice(SCX_HINT_CLASS_NORMAL) &&
+	    (head = __COMPAT_scx_bpf_dsq_peek(HINTED_DSQ_FG)) &&
+	    time_before(head->scx.dsq_vtime, cctx->cur_dl)) {
+		struct hinted_stats *s = stats_get();
+
 		scx_bpf_task_set_slice(p, 0);
+		if (s)
+			s->slice_cuts++;
+	}
+}
+
+/*
+ * A higher sched class (RT, deadline, stop) takes this CPU: the tasks queued
+ * on its local queue would wait for it to finish. Send them back through
+ * ops.enqueue() so that another CPU can run them.
+ */
+void BPF_STRUCT_OPS(hinted_cpu_release, s32 cpu, struct scx_cpu_release_args *args)
+{
+	struct hinted_stats *s = stats_get();
+
+	scx_bpf_reenqueue_local();
+	if (s)
+		s->cpu_releases++;
 }
 
 void BPF_STRUCT_OPS(hinted_stopping, struct task_struct *p, bool runnable)
 {
-	struct cpu_ctx *cctx = this_cpu_ctx();
+	struct cpu_ctx *cctx = task_cpu_ctx(p);
 	struct task_ctx *tctx;
-	u64 now = scx_bpf_now(), ran;
+	u64 now = scx_bpf_now();
 
 	tctx = task_ctx_of(p);
 	if (!tctx)
 		return;
-	ran = now > tctx->run_start ? now - tctx->run_start : 0;
-	tctx->vtime += scale_inv(ran, tctx->weight);
-	tctx->burst_ns += ran;
+	charge(tctx, now);
 	check_budget(tctx, stats_get(), tctx->burst_ns);
 
 	if (cctx) {
@@ -995,6 +1223,7 @@ SCX_OPS_DEFINE(hinted_ops,
 	       .runnable		= (void *)hinted_runnable,
 	       .running			= (void *)hinted_running,
 	       .tick			= (void *)hinted_tick,
+	       .cpu_release		= (void *)hinted_cpu_release,
 	       .stopping		= (void *)hinted_stopping,
 	       .quiescent		= (void *)hinted_quiescent,
 	       .enable			= (void *)hinted_enable,

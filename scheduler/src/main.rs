@@ -24,7 +24,7 @@ use libbpf_rs::{MapCore, MapFlags, OpenObject};
 use log::{info, warn};
 use scx_stats::prelude::*;
 use scx_utils::{build_id, scx_ops_attach, scx_ops_load, scx_ops_open, uei_exited, uei_report};
-use scx_utils::{try_set_rlimit_infinity, UserExitInfo};
+use scx_utils::{compat, try_set_rlimit_infinity, UserExitInfo};
 
 use stats::Snapshot;
 
@@ -97,6 +97,20 @@ struct Opts {
     #[arg(long, default_value_t = 5, value_name = "PCT",
           value_parser = clap::value_parser!(u32).range(1..=50))]
     bg_share_pct: u32,
+
+    /// How long a task runs before a waking task of the same (normal) class
+    /// may preempt it, in microseconds. Without it, tasks that wake each
+    /// other (message passing) preempt one another at nearly every wakeup.
+    #[arg(long, default_value_t = 1000, value_name = "US")]
+    peer_min_run_us: u64,
+
+    /// Starvation limit, in milliseconds: a task that has waited this long
+    /// in the shared queue runs next, whatever its deadline (checked by one
+    /// CPU every 100 ms). Low-weight tasks beside many CPU hogs would
+    /// otherwise wait N/CPUs x 0.3 s at nice 19, up to the 20 s watchdog.
+    /// 0 turns the guard off.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    starve_ms: u64,
 
     /// Also allow this user (name or uid) to claim the critical class and
     /// negative priorities. Root (uid 0) is always allowed; claims by other
@@ -223,6 +237,13 @@ impl<'a> Scheduler<'a> {
         skel_builder.obj_builder.debug(opts.verbose);
         let mut skel = scx_ops_open!(skel_builder, open_object, hinted_ops, None)?;
         skel.struct_ops.hinted_ops_mut().exit_dump_len = opts.exit_dump_len;
+        // As the scx schedulers do: exiting and migration-disabled tasks go
+        // through ops.enqueue() too (instead of the kernel's default slice
+        // on their CPU), and wakeups may be queued to the target CPU. Each
+        // flag is 0 on a kernel that lacks it.
+        skel.struct_ops.hinted_ops_mut().flags = *compat::SCX_OPS_ENQ_EXITING
+            | *compat::SCX_OPS_ENQ_MIGRATION_DISABLED
+            | *compat::SCX_OPS_ALLOW_QUEUED_WAKEUP;
 
         let us = |v: u64| v.saturating_mul(1000);
         let rodata = skel.maps.rodata_data.as_mut().unwrap();
@@ -263,6 +284,8 @@ impl<'a> Scheduler<'a> {
         }
         let pct = u64::from(opts.bg_share_pct);
         rodata.bg_period_ns = us(opts.background_slice_us) * (100 - pct) / pct;
+        rodata.peer_min_run_ns = us(opts.peer_min_run_us);
+        rodata.starve_ns = opts.starve_ms * 1_000_000;
         rodata.inherit_on_fork = !opts.no_fork_inherit;
         rodata.allow_all = opts.allow_all;
         rodata.nr_allow_uids = uids.len() as u32;

@@ -67,6 +67,11 @@ pub struct Snapshot {
     pub inherited: u64,
     pub bg_guard_picks: u64,
     pub kthread_local: u64,
+    pub pinned_local: u64,
+    pub claim_lost: u64,
+    pub slice_cuts: u64,
+    pub cpu_releases: u64,
+    pub starve_picks: u64,
     pub bad_class: u64,
     pub bad_prio: u64,
     pub no_task_ctx: u64,
@@ -94,6 +99,11 @@ impl Snapshot {
         self.inherited = self.inherited.wrapping_add(s.inherited);
         self.bg_guard_picks = self.bg_guard_picks.wrapping_add(s.bg_guard_picks);
         self.kthread_local = self.kthread_local.wrapping_add(s.kthread_local);
+        self.pinned_local = self.pinned_local.wrapping_add(s.pinned_local);
+        self.claim_lost = self.claim_lost.wrapping_add(s.claim_lost);
+        self.slice_cuts = self.slice_cuts.wrapping_add(s.slice_cuts);
+        self.cpu_releases = self.cpu_releases.wrapping_add(s.cpu_releases);
+        self.starve_picks = self.starve_picks.wrapping_add(s.starve_picks);
         self.bad_class = self.bad_class.wrapping_add(s.bad_class);
         self.bad_prio = self.bad_prio.wrapping_add(s.bad_prio);
         self.no_task_ctx = self.no_task_ctx.wrapping_add(s.no_task_ctx);
@@ -180,6 +190,18 @@ pub struct Metrics {
     pub bg_guard_picks: u64,
     #[stat(desc = "Per-CPU kthreads dispatched straight to their CPU")]
     pub kthread_local: u64,
+    #[stat(desc = "Migration-disabled tasks dispatched straight to their CPU")]
+    pub pinned_local: u64,
+    #[stat(
+        desc = "Wakeups whose chosen CPU to preempt another waker claimed first (queued instead)"
+    )]
+    pub claim_lost: u64,
+    #[stat(desc = "Slices longer than a normal one ended at a tick for a queued earlier deadline")]
+    pub slice_cuts: u64,
+    #[stat(desc = "Times an RT or deadline task took a CPU (its local queue re-enqueued)")]
+    pub cpu_releases: u64,
+    #[stat(desc = "Tasks run ahead of the queue order after waiting the starvation limit")]
+    pub starve_picks: u64,
     #[stat(desc = "Errors: TLD metadata page without the magic or version")]
     pub err_tld_bad_magic: u64,
     #[stat(desc = "Errors: TLD metadata with absurd counts, sizes or names")]
@@ -229,6 +251,11 @@ impl Metrics {
             inherited: cur.inherited.wrapping_sub(prev.inherited),
             bg_guard_picks: cur.bg_guard_picks.wrapping_sub(prev.bg_guard_picks),
             kthread_local: cur.kthread_local.wrapping_sub(prev.kthread_local),
+            pinned_local: cur.pinned_local.wrapping_sub(prev.pinned_local),
+            claim_lost: cur.claim_lost.wrapping_sub(prev.claim_lost),
+            slice_cuts: cur.slice_cuts.wrapping_sub(prev.slice_cuts),
+            cpu_releases: cur.cpu_releases.wrapping_sub(prev.cpu_releases),
+            starve_picks: cur.starve_picks.wrapping_sub(prev.starve_picks),
             err_tld_bad_magic: cur.tld_bad_magic.wrapping_sub(prev.tld_bad_magic),
             err_tld_bad_meta: cur.tld_bad_meta.wrapping_sub(prev.tld_bad_meta),
             err_tld_bad_offset: cur.tld_bad_offset.wrapping_sub(prev.tld_bad_offset),
@@ -243,12 +270,18 @@ impl Metrics {
         writeln!(
             w,
             "[{}] registered {} | inherited {} | bg guard picks {} | pcpu kthreads {} | \
+             pinned {} | claims lost {} | slice cuts {} | cpu releases {} | starve picks {} | \
              errors: tld magic/meta/offset {}/{}/{} class {} prio {} ctx {}",
             crate::SCHEDULER_NAME,
             self.registered,
             self.inherited,
             self.bg_guard_picks,
             self.kthread_local,
+            self.pinned_local,
+            self.claim_lost,
+            self.slice_cuts,
+            self.cpu_releases,
+            self.starve_picks,
             self.err_tld_bad_magic,
             self.err_tld_bad_meta,
             self.err_tld_bad_offset,

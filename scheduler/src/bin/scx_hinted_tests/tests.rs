@@ -11,6 +11,7 @@ use libbpf_rs::{MapCore, MapHandle};
 use scx_hints::LatencyClass::{self, *};
 
 use crate::harness::{self, nr_cpus, stats, wait_stats, Env, Sched};
+use crate::policy_tests;
 use crate::workers::{self, mono_ns, Kind, Spec, Worker};
 
 pub type TestFn = fn(&Env) -> Result<String>;
@@ -26,7 +27,21 @@ pub const TESTS: &[(&str, TestFn)] = &[
     ("kill9", kill9),
     ("latency", latency),
     ("exec", exec),
+    ("hint_backfire", policy_tests::hint_backfire),
+    ("switch_stall", policy_tests::switch_stall),
+    ("bg_newcomers", policy_tests::bg_newcomers),
+    ("low_weight_wait", policy_tests::low_weight_wait),
+    ("messaging_vs_eevdf", policy_tests::messaging_vs_eevdf),
 ];
+
+/// Tests of known open problems: run only when named, not by default (and so
+/// not in `cargo xtask test`) until the problem is fixed.
+///
+/// `nohint_throughput`: without hints, CPU hogs beside request-serving
+/// threads get 0.71x (before issue 8's fixes) and 0.78 to 0.82x (after) of
+/// the CPU time they get under EEVDF in the guest, with no idle time; the
+/// CPUs' system time share is 37 to 41% against 21 to 22% under EEVDF.
+pub const OPEN_TESTS: &[(&str, TestFn)] = &[("nohint_throughput", policy_tests::nohint_throughput)];
 
 fn periodic(work_us: u64, period_us: u64) -> Kind {
     Kind::Periodic {

@@ -62,12 +62,30 @@ struct Shared {
     iters: AtomicU64,
     missed: AtomicU64,
     lat_max_ns: AtomicU64,
+    /// Longest time between two loop iterations of a hog (its longest wait
+    /// for a CPU), since it last applied a class change.
+    gap_max_ns: AtomicU64,
+    /// When the hog last finished an iteration (monotonic ns).
+    last_ns: AtomicU64,
+    /// Class changes applied so far.
+    switches: AtomicU64,
 }
 
 /// Wake-up latencies of a periodic worker, in nanoseconds.
 #[derive(Default)]
 pub struct Report {
     pub lat_ns: Vec<u64>,
+    /// Time spent runnable but not running in each period (the kernel's
+    /// run_delay): waiting for a CPU, without the timer's own lateness.
+    pub delay_ns: Vec<u64>,
+}
+
+/// This thread's run_delay so far (ns): time runnable but not running.
+fn run_delay_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
 }
 
 impl Report {
@@ -120,11 +138,15 @@ fn sleep_until_ns(t: u64) {
     };
 }
 
-fn apply_class(shared: &Shared) {
+/// Applies a requested class change; true if there was one.
+fn apply_class(shared: &Shared) -> bool {
     let c = shared.class.swap(KEEP, Ordering::Relaxed);
-    if c != KEEP {
-        scx_hints::set_latency_class(LatencyClass::from_raw(c));
+    if c == KEEP {
+        return false;
     }
+    scx_hints::set_latency_class(LatencyClass::from_raw(c));
+    shared.switches.fetch_add(1, Ordering::Relaxed);
+    true
 }
 
 impl Worker {
@@ -151,11 +173,21 @@ impl Worker {
             let mut report = Report::default();
             match spec.kind {
                 Kind::Hog => {
+                    let mut last = now_ns(libc::CLOCK_MONOTONIC);
                     while !sh.stop.load(Ordering::Relaxed) {
-                        apply_class(&sh);
-                        for _ in 0..4096 {
+                        if apply_class(&sh) {
+                            sh.gap_max_ns.store(0, Ordering::Relaxed);
+                            last = now_ns(libc::CLOCK_MONOTONIC);
+                        }
+                        // Short rounds, so that a gap between two is time
+                        // spent waiting for a CPU, not computing.
+                        for _ in 0..256 {
                             std::hint::spin_loop();
                         }
+                        let now = now_ns(libc::CLOCK_MONOTONIC);
+                        sh.gap_max_ns.fetch_max(now - last, Ordering::Relaxed);
+                        sh.last_ns.store(now, Ordering::Relaxed);
+                        last = now;
                         sh.iters.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -170,6 +202,7 @@ impl Worker {
                 Kind::Periodic { work, period } => {
                     let period_ns = period.as_nanos() as u64;
                     let mut next = now_ns(libc::CLOCK_MONOTONIC) + period_ns;
+                    let mut delay0 = run_delay_ns();
                     while !sh.stop.load(Ordering::Relaxed) {
                         apply_class(&sh);
                         sleep_until_ns(next);
@@ -178,6 +211,9 @@ impl Worker {
                         report.lat_ns.push(lat);
                         sh.lat_max_ns.fetch_max(lat, Ordering::Relaxed);
                         spin_for(work, &sh);
+                        let delay = run_delay_ns();
+                        report.delay_ns.push(delay.saturating_sub(delay0));
+                        delay0 = delay;
                         sh.iters.fetch_add(1, Ordering::Relaxed);
                         next += period_ns;
                         let done = now_ns(libc::CLOCK_MONOTONIC);
@@ -206,6 +242,23 @@ impl Worker {
 
     pub fn iters(&self) -> u64 {
         self.shared.iters.load(Ordering::Relaxed)
+    }
+
+    /// Class changes the worker has applied.
+    pub fn switches(&self) -> u64 {
+        self.shared.switches.load(Ordering::Relaxed)
+    }
+
+    /// A hog's longest wait for a CPU since its last class change, counting
+    /// the wait it may be in right now (nanoseconds).
+    pub fn max_gap_ns(&self) -> u64 {
+        let last = self.shared.last_ns.load(Ordering::Relaxed);
+        let open = if last == 0 {
+            0
+        } else {
+            now_ns(libc::CLOCK_MONOTONIC).saturating_sub(last)
+        };
+        self.shared.gap_max_ns.load(Ordering::Relaxed).max(open)
     }
 
     pub fn missed(&self) -> u64 {
