@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use crossbeam::channel;
 
 use super::scenarios::{
-    fair_share, frame_loop, switch_of, with_hogs, Measurement, Params, Scenario, Switcher,
+    fair_share, frame_loop, switch_of, with_hogs, Backlog, Measurement, Params, Scenario, Switcher,
     FRAME_PERIOD,
 };
 use super::workload::{
@@ -122,8 +122,9 @@ pub fn frame_mix(s: Scenario, cfg: Config, p: &Params) -> Result<Measurement> {
     // threads' own rate is reported beside it.
     m.rates(
         periods_per_s,
-        achieved.max(0.9 * periods_per_s),
+        achieved,
         100.0 * app_demand / cpus as f64,
+        Backlog::Bounded,
     );
     m.set("fg_achieved_per_s", achieved);
     m.set("fg_demand_cpu", render);
@@ -267,6 +268,7 @@ pub fn roles(s: Scenario, cfg: Config, p: &Params) -> Result<Measurement> {
         offered,
         handled / secs,
         100.0 * p.level.frac() * capacity / cpus as f64,
+        Backlog::Grows,
     );
     m.set("requests_per_s", handled / secs);
     m.set("missed_pct", 100.0 * missed / (handled + unserved).max(1.0));
@@ -385,7 +387,7 @@ pub fn messaging(cfg: Config, p: &Params) -> Result<Measurement> {
     let per_s = received.load(Ordering::Relaxed) as f64 / p.timing.secs;
     m.set("messages_per_s", per_s);
     // A closed loop: it offers what it achieves.
-    m.rates(per_s, per_s, 100.0 * p.level.frac());
+    m.rates(per_s, per_s, 100.0 * p.level.frac(), Backlog::Bounded);
     Ok(m)
 }
 
@@ -427,6 +429,6 @@ pub fn hackbench(p: &Params) -> Result<Measurement> {
     m.set("hackbench_secs", secs);
     m.set("loops", loops as f64);
     m.set("messages_per_s", per_s);
-    m.rates(per_s, per_s, 100.0);
+    m.rates(per_s, per_s, 100.0, Backlog::Bounded);
     Ok(m)
 }

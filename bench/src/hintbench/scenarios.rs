@@ -213,14 +213,23 @@ impl Measurement {
     }
 
     /// Records the offered and achieved rates of the latency threads'
-    /// events and the offered load. A run whose events were served at
-    /// less than 90% of the offered rate fell behind without bound (its
-    /// queue grows for as long as it runs): `behind` = 1.
-    pub(crate) fn rates(&mut self, offered_per_s: f64, achieved_per_s: f64, load_pct: f64) {
+    /// events and the offered load. A run of a queue (`Backlog::Grows`)
+    /// whose events were served at less than 90% of the offered rate fell
+    /// behind without bound (its queue grows for as long as it runs):
+    /// `behind` = 1. A frame loop skips the periods it missed and a closed
+    /// loop offers what it achieves: they never fall behind for good.
+    pub(crate) fn rates(
+        &mut self,
+        offered_per_s: f64,
+        achieved_per_s: f64,
+        load_pct: f64,
+        b: Backlog,
+    ) {
         self.set("offered_per_s", offered_per_s);
         self.set("achieved_per_s", achieved_per_s);
         self.set("offered_load_pct", load_pct);
-        let behind = offered_per_s > 0.0 && achieved_per_s < 0.9 * offered_per_s;
+        let behind =
+            b == Backlog::Grows && offered_per_s > 0.0 && achieved_per_s < 0.9 * offered_per_s;
         self.set("behind", if behind { 1.0 } else { 0.0 });
     }
 
@@ -241,6 +250,15 @@ impl Measurement {
         }
         self
     }
+}
+
+/// Whether a scenario's latency threads can fall behind without bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backlog {
+    /// Requests queue up: served slower than offered, the queue grows.
+    Grows,
+    /// A frame loop (skips missed periods) or a closed loop.
+    Bounded,
 }
 
 /// Timing of a run: `warmup` seconds not measured, then `secs` measured.
@@ -372,8 +390,9 @@ fn render(cfg: Config, hogs: usize, p: &Params) -> Result<Measurement> {
     // A frame loop skips what it missed: it never falls behind for good.
     m.rates(
         periods_per_s,
-        achieved.max(0.9 * periods_per_s),
+        achieved,
         100.0 * 0.25 / p.cpus as f64,
+        Backlog::Bounded,
     );
     m.set("fg_achieved_per_s", achieved);
     Ok(m)
@@ -592,6 +611,7 @@ fn dynamic(cfg: Config, p: &Params) -> Result<Measurement> {
         offered,
         m.lat_us.len() as f64 / secs,
         100.0 * p.level.frac(),
+        Backlog::Grows,
     );
     m.set("switches_per_s", switches / secs);
     m.set("requests_per_s", m.lat_us.len() as f64 / secs);
@@ -679,10 +699,9 @@ fn req_resp(cfg: Config, p: &Params) -> Result<Measurement> {
     }
     let rps = done.load(Ordering::Relaxed) as f64 / p.timing.secs;
     m.set("requests_per_s", rps);
-    // A closed loop cannot fall behind: it offers what it achieves, at
-    // most one request per cycle per pair.
+    // A closed loop: at most one request per cycle per pair is offered.
     let offered = cpus as f64 * 1e3 / cycle_ms;
-    m.rates(offered, rps.max(0.9 * offered), 100.0 * p.level.frac());
+    m.rates(offered, rps, 100.0 * p.level.frac(), Backlog::Bounded);
     m.set("fg_achieved_per_s", rps);
     Ok(m)
 }
@@ -761,6 +780,7 @@ fn wakeup(cfg: Config, p: &Params) -> Result<Measurement> {
         workers_n as f64 * 1e9 / period as f64,
         handled.load(Ordering::Relaxed) as f64 / secs,
         100.0 * p.level.frac(),
+        Backlog::Grows,
     );
     Ok(m)
 }
