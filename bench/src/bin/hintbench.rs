@@ -43,7 +43,8 @@ enum Cmd {
     /// metrics.
     Once {
         /// render, render-idle, dynamic, req-resp, wakeup, frame-mix,
-        /// frame-mix-hogs, frame-over-share, roles, roles-hogs or messaging.
+        /// frame-mix-hogs, frame-over-share, roles, roles-hogs, messaging or
+        /// hackbench.
         scenario: String,
         /// Offered load: light (50% of capacity), near (90%), over (120%),
         /// or fixed (the scenario's one shape).
