@@ -232,6 +232,28 @@ pub fn demo_table(res: &Results) -> String {
     let hinted = v.med(s, l, "hinted-both", "p99_us");
     let knob = v.best_of(s, l, &UNPRIVILEGED_KNOBS);
     let publ = v.best_of(s, l, &PUBLISHED);
+    // Missed frames first: a frame thread that overruns hardly sleeps, so
+    // its p99 wake-to-run can look good while it misses every period.
+    let missed = |c: &str| -> Option<f64> {
+        let m: f64 = v.values(s, l, c, "missed").iter().sum();
+        let f: f64 = v.values(s, l, c, "frames").iter().sum();
+        (f > 0.0).then(|| 100.0 * m / f)
+    };
+    let mut parts = vec![format!(
+        "scx_hinted with hints {}",
+        missed("hinted-both").map_or("-".into(), |x| format!("{x:.0}%"))
+    )];
+    for (what, c) in [
+        ("EEVDF", Some("eevdf".to_string())),
+        ("best knob", knob.as_ref().map(|k| k.0.clone())),
+        ("no hints", Some("hinted-nohints".to_string())),
+        ("best published", publ.as_ref().map(|k| k.0.clone())),
+    ] {
+        if let Some(x) = c.as_deref().and_then(missed) {
+            parts.push(format!("{what} ({}) {x:.0}%", c.unwrap_or_default()));
+        }
+    }
+    let _ = writeln!(out, "missed frames: {}", parts.join(", "));
     let mut line = |what: &str, other: Option<f64>| {
         if let (Some(o), Some(h)) = (other, hinted) {
             let _ = writeln!(
