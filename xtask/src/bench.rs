@@ -2,11 +2,12 @@
 //! docs/benchmarks.md.
 //!
 //! - `hint-cost` builds and runs a microbenchmark on the host kernel.
-//! - `sched` runs `hintbench` (bench/src/hintbench): every scenario under
-//!   every contender (EEVDF, its knobs, scx_hinted with and without hints,
-//!   scx_bpfland and scx_lavd built from crates.io), alternated and
-//!   repeated inside one boot of the sched_ext guest (or on the host if it
-//!   has sched_ext), then writes JSON, markdown, SVG plots and goal lines
+//! - `sched` runs `hintbench` (bench/src/hintbench): it calibrates the
+//!   machine, then runs every scenario at every load level under every
+//!   contender (EEVDF, its knobs, scx_hinted with and without hints,
+//!   scx_bpfland, scx_lavd and scx_cosmos built from crates.io), alternated
+//!   and repeated inside one boot of the sched_ext guest (or on the host if
+//!   it has sched_ext), then writes JSON, markdown, SVG plots and goal lines
 //!   under target/bench/.
 //! - without a name, both.
 
@@ -51,15 +52,25 @@ cheaper than sched_setattr), and ends with two lines for scripts:
 (ratios of medians). A full run takes about 10 s after the build; --quick \
 takes about a second, with rougher figures.
 
-sched boots the sched_ext guest once (unless the host has sched_ext) and runs \
-hintbench's scenarios (render under load with an idle floor, dynamic phases, \
-request/response, schbench-style wakeups) under every contender, alternating \
-the order between repetitions. scx_bpfland and scx_lavd are built once from \
-crates.io with `cargo install` into target/xtask/scx-published (a crate that \
-cannot be built is reported and left out). Output under target/bench/sched \
-(or sched-quick): results.json, summary.json, report.md, cdf-*.svg, and lines \
-`goal <name>: <ratio> (target <op> <target>) met|missed`. The full run takes \
-about 20 minutes; --quick about 3, as a smoke test.")]
+sched boots the sched_ext guest once (unless the host has sched_ext). \
+hintbench first calibrates the guest (work-loop units per CPU-ms on each vCPU, \
+a wakeup round trip) and sizes every scenario's work and rates from that, so \
+that a load level means the same on a fast and a slow host; it calibrates \
+again between repetitions and at the end and flags a drift over 10%. Then it \
+runs each scenario at each of its load levels (light ~50%, near ~90%, over \
+~120% of the capacity the app's threads can have; fixed-shape scenarios once) \
+under every contender, alternating the order between repetitions. Scenarios: \
+render (with an idle floor), dynamic, req-resp, wakeup, the app-knowledge \
+ones (frame-mix, frame-mix-hogs, roles, roles-hogs: the app's threads run as \
+an unprivileged user, other users' hogs as another), the limit case \
+frame-over-share, and 160-thread messaging. scx_bpfland, scx_lavd and \
+scx_cosmos are built once from crates.io with `cargo install` into \
+target/xtask/scx-published (a crate that cannot be built is reported and left \
+out). Output under target/bench/sched (or sched-quick): results.json (with the \
+calibrations), summary.json, report.md, load-*.svg (p99 against offered load \
+per scenario), and lines `goal <name>: <ratio> (target <op> <target>) \
+met|missed`. The full run takes about 35 minutes; --quick (one level per \
+scenario, one repetition) about 4, as a smoke test.")]
 pub struct BenchArgs {
     /// Which benchmark to run.
     #[arg(value_enum, default_value = "all")]
@@ -73,7 +84,8 @@ pub struct BenchArgs {
     /// hint-cost: do not pin the benchmark threads.
     #[arg(long)]
     pub no_pin: bool,
-    /// sched: leave out scx_bpfland and scx_lavd (no crates.io build).
+    /// sched: leave out scx_bpfland, scx_lavd and scx_cosmos (no crates.io
+    /// build).
     #[arg(long)]
     pub no_published: bool,
 }
@@ -186,8 +198,9 @@ pub fn smoke(with_published: bool) -> Result<()> {
     Ok(())
 }
 
-/// scx_bpfland and scx_lavd from crates.io, installed with `cargo install`
-/// under target/xtask/scx-published (once; later runs reuse them).
+/// scx_bpfland, scx_lavd and scx_cosmos from crates.io, installed with
+/// `cargo install` under target/xtask/scx-published (once; later runs reuse
+/// them).
 pub struct Published {
     /// Key for hintbench's --sched -> binary.
     pub bins: Vec<(String, PathBuf)>,
@@ -197,9 +210,10 @@ pub struct Published {
 
 /// The crates and versions (the same scx release as the scx_utils the
 /// scheduler builds against).
-const PUBLISHED: [(&str, &str, &str); 2] = [
+const PUBLISHED: [(&str, &str, &str); 3] = [
     ("bpfland", "scx_bpfland", "1.1.4"),
     ("lavd", "scx_lavd", "1.1.4"),
+    ("cosmos", "scx_cosmos", "1.1.4"),
 ];
 
 impl Published {
@@ -413,6 +427,8 @@ fn guest_script(plan: &str, hintbench: &Path, scheds: &[(String, PathBuf)]) -> S
     format!(
         "set -e\n\
          guest_stage {}\n\
+         if command -v hackbench >/dev/null; then guest_stage hackbench; \
+         export HINTBENCH_HACKBENCH=\"$GUEST_TMP/bin/hackbench\"; fi\n\
          set +e\n\
          \"$GUEST_TMP/bin/hintbench\" suite --plan {plan} --out \"$GUEST_TMP/results.json\" \
          --tmp \"$GUEST_TMP\"{args}\n\

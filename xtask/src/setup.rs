@@ -20,6 +20,8 @@ const HOST_PACKAGES: &[&str] = &[
     "busybox-static",
     "python3-venv",
     "stress-ng",
+    // hackbench, hintbench's published many-task messaging workload.
+    "rt-tests",
 ];
 const BACKPORTS_PACKAGES: &[&str] = &["qemu-system-x86", "qemu-utils"];
 

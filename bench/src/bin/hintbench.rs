@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use scx_hints_bench::hintbench::{report, scenarios, suite};
+use scx_hints_bench::hintbench::{calib, report, scenarios, suite};
 
 #[derive(Parser)]
 #[command(about = "Scheduler comparisons with and without scx-hints hints")]
@@ -24,7 +24,7 @@ enum Cmd {
         #[arg(long, default_value = "quick")]
         plan: String,
         /// A sched_ext scheduler: KEY=PATH[,ARG...] (keys: hinted, bpfland,
-        /// lavd, hinted-noreads). Contenders whose scheduler is not given
+        /// lavd, cosmos, hinted-noreads). Contenders whose scheduler is not given
         /// are skipped and listed as such.
         #[arg(long = "sched", value_name = "KEY=PATH")]
         scheds: Vec<String>,
@@ -38,17 +38,27 @@ enum Cmd {
         #[arg(long)]
         reps: Option<usize>,
     },
-    /// Run one scenario once under whatever scheduler is attached, with no
-    /// hints and no knobs, and print its metrics.
+    /// Calibrate (work-loop rate per vCPU, wakeup round trip), then run
+    /// one scenario once under whatever scheduler is attached and print its
+    /// metrics.
     Once {
-        /// render, render-idle, dynamic, req-resp or wakeup.
+        /// render, render-idle, dynamic, req-resp, wakeup, frame-mix,
+        /// frame-mix-hogs, frame-over-share, roles, roles-hogs, messaging or
+        /// hackbench.
         scenario: String,
+        /// Offered load: light (50% of capacity), near (90%), over (120%),
+        /// or fixed (the scenario's one shape).
+        #[arg(long, default_value = "near")]
+        level: String,
         #[arg(long, default_value_t = 5.0)]
         secs: f64,
-        /// A contender's treatment of the threads (e.g. hinted-both).
+        /// A contender's treatment of the threads (e.g. hinted-both,
+        /// eevdf-bg-nice).
         #[arg(long, default_value = "eevdf")]
         config: String,
     },
+    /// Measure and print the calibration only.
+    Calibrate,
     /// Turn results into tables, plots and goal lines.
     Report {
         /// The results JSON of `hintbench suite`.
@@ -104,24 +114,53 @@ fn run() -> Result<()> {
         }
         Cmd::Once {
             scenario,
+            level,
             secs,
             config,
         } => {
-            let s = scenarios::Scenario::ALL
+            let s = scenarios::Scenario::by_name(&scenario).with_context(|| {
+                format!(
+                    "unknown scenario {scenario:?} (one of: {})",
+                    scenarios::Scenario::ALL.map(|s| s.name()).join(", ")
+                )
+            })?;
+            let level = scenarios::Level::ALL
                 .into_iter()
-                .find(|s| s.name() == scenario)
-                .with_context(|| format!("unknown scenario {scenario}"))?;
+                .find(|l| l.name() == level)
+                .with_context(|| format!("unknown level {level:?} (light, near, over, fixed)"))?;
+            if !s.levels().contains(&level) {
+                bail!(
+                    "{scenario} runs at {} only",
+                    s.levels()
+                        .iter()
+                        .map(|l| l.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
             let c = suite::all_contenders()
                 .into_iter()
                 .find(|c| c.name == config)
                 .with_context(|| format!("unknown contender {config}"))?;
+            let cpus = scx_hints_bench::env::cpus();
+            let calib = calib::measure(cpus)?;
+            println!("calibration: {}", calib.line());
             let m = scenarios::run(
                 s,
                 c.cfg,
-                scenarios::Timing { warmup: 0.5, secs },
-                scx_hints_bench::env::cpus(),
+                &scenarios::Params {
+                    level,
+                    calib,
+                    cpus,
+                    timing: scenarios::Timing { warmup: 0.5, secs },
+                },
             )?;
             println!("{}", serde_json::to_string_pretty(&m.metrics)?);
+            Ok(())
+        }
+        Cmd::Calibrate => {
+            let c = calib::measure(scx_hints_bench::env::cpus())?;
+            println!("{}", c.line());
             Ok(())
         }
         Cmd::Report {

@@ -7,6 +7,8 @@
 //! order between repetitions, and writes JSON; `hintbench report` (on the
 //! host) turns that JSON into the tables, plots and goal lines.
 
+pub mod apps;
+pub mod calib;
 pub mod report;
 pub mod scenarios;
 pub mod sched;

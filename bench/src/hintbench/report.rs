@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use super::scenarios::Scenario;
-use super::suite::{runs_under, Results};
+use super::scenarios::{Level, Scenario};
+use super::suite::{runs_under, Results, Run, DEMO, DRIFT_LIMIT, PUBLISHED, UNPRIVILEGED_KNOBS};
 use crate::stats::quantile;
 
 /// Median, minimum and maximum of one metric over repetitions.
@@ -36,7 +36,7 @@ impl Agg {
     }
 }
 
-/// Results grouped by scenario and contender.
+/// Results grouped by scenario, level and contender.
 pub struct View<'a> {
     pub res: &'a Results,
 }
@@ -46,44 +46,81 @@ impl<'a> View<'a> {
         View { res }
     }
 
-    /// `metric` of every repetition of (scenario, contender).
-    pub fn values(&self, s: Scenario, c: &str, metric: &str) -> Vec<f64> {
+    fn all_runs(&self, s: Scenario, l: Level, c: &str) -> impl Iterator<Item = &'a Run> + 'a {
+        let c = c.to_string();
         self.res
             .runs
             .iter()
-            .filter(|r| r.scenario == s && r.contender == c)
+            .filter(move |r| r.scenario == s && r.level == l && r.contender == c)
+    }
+
+    /// (runs that fell behind, runs) of (scenario, level, contender).
+    pub fn behind(&self, s: Scenario, l: Level, c: &str) -> (usize, usize) {
+        let all: Vec<&Run> = self.all_runs(s, l, c).collect();
+        let b = all.iter().filter(|r| r.m.get("behind") == 1.0).count();
+        (b, all.len())
+    }
+
+    /// The runs a median is taken over: below overload, the runs that kept
+    /// up (a saturated run never enters a light-load median) unless none
+    /// did; at overload, all.
+    fn runs(&self, s: Scenario, l: Level, c: &str) -> Vec<&'a Run> {
+        let all: Vec<&Run> = self.all_runs(s, l, c).collect();
+        if l == Level::Over {
+            return all;
+        }
+        let kept: Vec<&Run> = all
+            .iter()
+            .copied()
+            .filter(|r| r.m.get("behind") != 1.0)
+            .collect();
+        if kept.is_empty() {
+            all
+        } else {
+            kept
+        }
+    }
+
+    /// `metric` of every counted repetition of (scenario, level, contender).
+    pub fn values(&self, s: Scenario, l: Level, c: &str, metric: &str) -> Vec<f64> {
+        self.runs(s, l, c)
+            .iter()
             .filter_map(|r| r.m.metrics.get(metric).copied())
             .collect()
     }
 
-    pub fn agg(&self, s: Scenario, c: &str, metric: &str) -> Option<Agg> {
-        Agg::of(&self.values(s, c, metric))
+    pub fn agg(&self, s: Scenario, l: Level, c: &str, metric: &str) -> Option<Agg> {
+        Agg::of(&self.values(s, l, c, metric))
     }
 
-    pub fn med(&self, s: Scenario, c: &str, metric: &str) -> Option<f64> {
-        self.agg(s, c, metric).map(|a| a.median)
+    pub fn med(&self, s: Scenario, l: Level, c: &str, metric: &str) -> Option<f64> {
+        self.agg(s, l, c, metric).map(|a| a.median)
     }
 
-    /// All latency samples of (scenario, contender), pooled and sorted.
-    pub fn pooled(&self, s: Scenario, c: &str) -> Vec<f64> {
-        let mut v: Vec<f64> = self
-            .res
-            .runs
-            .iter()
-            .filter(|r| r.scenario == s && r.contender == c)
-            .flat_map(|r| r.m.lat_us.iter().map(|&x| x as f64))
-            .collect();
-        v.sort_by(f64::total_cmp);
-        v
-    }
-
-    fn contenders(&self, s: Scenario) -> Vec<&'a str> {
+    /// The contenders that ran (scenario, level), in table order.
+    fn contenders(&self, s: Scenario, l: Level) -> Vec<&'a str> {
         self.res
             .contenders
             .iter()
-            .filter(|c| runs_under(s, c) && self.res.plan.scenarios.contains(&s))
+            .filter(|c| runs_under(s, c) && self.res.plan.cases().contains(&(s, l)))
             .map(|c| c.name.as_str())
             .collect()
+    }
+
+    /// The best of `names` that ran (s, l), and its median p99: the fewest
+    /// missed periods (in whole percent), then the lowest p99. Missed
+    /// periods come first because a frame thread that overruns every period
+    /// hardly sleeps, so its few wakeups can show a low p99.
+    pub fn best_of(&self, s: Scenario, l: Level, names: &[&str]) -> Option<(String, f64)> {
+        names
+            .iter()
+            .filter_map(|n| {
+                let p99 = self.med(s, l, n, "p99_us")?;
+                let missed = self.med(s, l, n, "missed_pct").unwrap_or(0.0).round();
+                Some((n.to_string(), missed, p99))
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)))
+            .map(|(n, _, p99)| (n, p99))
     }
 }
 
@@ -110,108 +147,145 @@ fn ratio(r: f64) -> String {
 fn pretty(c: &str) -> &str {
     match c {
         "eevdf" => "EEVDF (kernel default)",
+        "eevdf-slice" => "EEVDF, render 0.5 ms slice",
+        "eevdf-bg-nice" => "EEVDF, background nice 10",
+        "eevdf-bg-batch" => "EEVDF, background BATCH",
+        "eevdf-bg-idle" => "EEVDF, background IDLE",
         "hinted-nohints" => "scx_hinted, no hints",
         "hinted-both" => "scx_hinted, hints",
-        "hinted-own" => "scx_hinted, frame hinted only",
+        "hinted-own" => "scx_hinted, fg hinted only",
+        "bpfland" => "scx_bpfland",
+        "lavd" => "scx_lavd",
+        "cosmos" => "scx_cosmos",
         other => other,
     }
 }
 
-/// The demo's table: the frame thread under each contender.
+fn pct(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.0}%", 100.0 * a / b),
+        _ => "-".into(),
+    }
+}
+
+/// The demo's table: the demo scenario at its level under each contender.
 pub fn demo_table(res: &Results) -> String {
     let v = View::new(res);
+    let (s, l) = DEMO;
     let mut out = String::new();
     let p = &res.plan;
+    let cal = res.calibrations.first().cloned().unwrap_or_default();
     let _ = writeln!(
         out,
-        "Frame thread: 4 ms of CPU every 16 ms (absolute-time wakeups), beside {} CPU hogs \
-         ({} vCPUs, kernel {}).\n{} alternated repetitions of {} s each; medians over \
-         repetitions, [min-max] in brackets; missed frames summed.\n\
-         'hints': the frame thread is hinted interactive, the hogs background.\n",
-        2 * res.cpus,
+        "A game on {} vCPUs (kernel {}): a render thread needing 60% of a CPU every 16 ms \
+         frame, beside the same app's bursty background threads (1 CPU-ms bursts and \
+         naps),\nall as an unprivileged user. Offered load: the {} level, {:.0}% of the \
+         guest's measured capacity ({:.0} work units per CPU-ms, wakeup round trip \
+         {:.0} us).\n{} alternated repetitions of {} s each; medians over repetitions, \
+         [min-max]; missed frames summed. 'hints': render interactive, background threads \
+         background.\n",
         res.cpus,
         res.kernel,
+        l.name(),
+        100.0 * l.frac(),
+        cal.units_per_cpu_ms,
+        cal.wake_rtt_us,
         p.reps,
         p.render_secs
     );
     let _ = writeln!(
         out,
-        "{:<26} {:>18} {:>24} {:>15} {:>11} {:>12}",
+        "{:<28} {:>10} {:>22} {:>17} {:>16} {:>12}",
         "scheduler",
-        "wake-to-run p50 ms",
+        "p50 ms",
         "p99 ms [min-max]",
         "missed frames",
-        "hog work",
+        "background work",
         "p99 vs EEVDF"
     );
-    let eevdf_p99 = v.med(Scenario::Render, "eevdf", "p99_us");
-    let eevdf_hogs = v.med(Scenario::Render, "eevdf", "hog_units_per_s");
-    let mut rows: Vec<(Scenario, &str, String)> =
-        vec![(Scenario::RenderIdle, "eevdf", "idle floor (no hogs)".into())];
-    for c in v.contenders(Scenario::Render) {
-        rows.push((Scenario::Render, c, pretty(c).to_string()));
-    }
-    for (s, c, label) in rows {
-        let (Some(p50), Some(p99)) = (v.agg(s, c, "p50_us"), v.agg(s, c, "p99_us")) else {
-            let _ = writeln!(out, "{label:<26} {:>18}", "not measured");
+    let eevdf_p99 = v.med(s, l, "eevdf", "p99_us");
+    let bg_offered = v.med(s, l, "eevdf", "bg_offered_units_per_s");
+    for c in v.contenders(s, l) {
+        let (Some(p50), Some(p99)) = (v.agg(s, l, c, "p50_us"), v.agg(s, l, c, "p99_us")) else {
             continue;
         };
-        let missed: f64 = v.values(s, c, "missed").iter().sum();
-        let frames: f64 = v.values(s, c, "frames").iter().sum();
-        let hogs = match (v.med(s, c, "hog_units_per_s"), eevdf_hogs) {
-            (Some(h), Some(e)) if e > 0.0 => format!("{:.0}%", 100.0 * h / e),
-            _ => "-".into(),
-        };
-        let vs = match (s, eevdf_p99) {
-            (Scenario::Render, Some(e)) => ratio(p99.median / e),
-            _ => "-".into(),
-        };
+        let missed: f64 = v.values(s, l, c, "missed").iter().sum();
+        let frames: f64 = v.values(s, l, c, "frames").iter().sum();
         let _ = writeln!(
             out,
-            "{label:<26} {:>18} {:>24} {:>15} {:>11} {:>12}",
+            "{:<28} {:>10} {:>22} {:>17} {:>16} {:>12}",
+            pretty(c),
             ms(p50.median),
             format!("{} [{}-{}]", ms(p99.median), ms(p99.min), ms(p99.max)),
             format!(
                 "{missed:.0}/{frames:.0} ({:.0}%)",
                 100.0 * missed / frames.max(1.0)
             ),
-            hogs,
-            vs
+            format!(
+                "{} of offered",
+                pct(v.med(s, l, c, "bg_units_per_s"), bg_offered)
+            ),
+            div(Some(p99.median), eevdf_p99).map_or("-".into(), ratio)
         );
     }
-    let floor = v.med(Scenario::RenderIdle, "eevdf", "p99_us");
-    let hinted = v.med(Scenario::Render, "hinted-both", "p99_us");
-    let nohints = v.med(Scenario::Render, "hinted-nohints", "p99_us");
     out.push('\n');
-    if let (Some(h), Some(e)) = (hinted, eevdf_p99) {
+    let hinted = v.med(s, l, "hinted-both", "p99_us");
+    let knob = v.best_of(s, l, &UNPRIVILEGED_KNOBS);
+    let publ = v.best_of(s, l, &PUBLISHED);
+    // Missed frames first: a frame thread that overruns hardly sleeps, so
+    // its p99 wake-to-run can look good while it misses every period.
+    let missed = |c: &str| -> Option<f64> {
+        let m: f64 = v.values(s, l, c, "missed").iter().sum();
+        let f: f64 = v.values(s, l, c, "frames").iter().sum();
+        (f > 0.0).then(|| 100.0 * m / f)
+    };
+    let mut parts = vec![format!(
+        "scx_hinted with hints {}",
+        missed("hinted-both").map_or("-".into(), |x| format!("{x:.0}%"))
+    )];
+    for (what, c) in [
+        ("EEVDF", Some("eevdf".to_string())),
+        ("best knob", knob.as_ref().map(|k| k.0.clone())),
+        ("no hints", Some("hinted-nohints".to_string())),
+        ("best published", publ.as_ref().map(|k| k.0.clone())),
+    ] {
+        if let Some(x) = c.as_deref().and_then(missed) {
+            parts.push(format!("{what} ({}) {x:.0}%", c.unwrap_or_default()));
+        }
+    }
+    let _ = writeln!(out, "missed frames: {}", parts.join(", "));
+    let mut line = |what: &str, other: Option<f64>| {
+        if let (Some(o), Some(h)) = (other, hinted) {
+            let _ = writeln!(
+                out,
+                "ratio p99 {what} / scx_hinted with hints: {}",
+                ratio(o / h)
+            );
+        }
+    };
+    line("EEVDF", eevdf_p99);
+    if let Some((k, p)) = &knob {
+        line(&format!("EEVDF's best unprivileged knob ({k})"), Some(*p));
+    }
+    line(
+        "scx_hinted without hints",
+        v.med(s, l, "hinted-nohints", "p99_us"),
+    );
+    if let Some((k, p)) = &publ {
+        line(&format!("best published scheduler ({k})"), Some(*p));
+    }
+    if let Some((k, _)) = &knob {
         let _ = writeln!(
             out,
-            "ratio p99 EEVDF / scx_hinted with hints: {}",
-            ratio(e / h)
+            "background work, scx_hinted with hints / {k}: {}",
+            pct(
+                v.med(s, l, "hinted-both", "bg_units_per_s"),
+                v.med(s, l, k, "bg_units_per_s")
+            )
         );
     }
-    if let (Some(h), Some(n)) = (hinted, nohints) {
-        let _ = writeln!(
-            out,
-            "ratio p99 scx_hinted without / with hints: {}",
-            ratio(n / h)
-        );
-    }
-    let missed = |c: &str| -> f64 { v.values(Scenario::Render, c, "missed").iter().sum() };
-    if v.med(Scenario::Render, "hinted-both", "missed").is_some() {
-        let _ = writeln!(
-            out,
-            "missed frames EEVDF / scx_hinted with hints: {:.0} / {:.0}",
-            missed("eevdf"),
-            missed("hinted-both")
-        );
-    }
-    if let (Some(h), Some(f)) = (hinted, floor) {
-        let _ = writeln!(
-            out,
-            "ratio p99 scx_hinted with hints / idle floor: {}",
-            ratio(h / f)
-        );
+    for (c, why) in &res.skipped {
+        let _ = writeln!(out, "not run: {c}: {why}");
     }
     for e in &res.errors {
         let _ = writeln!(out, "error: {e}");
@@ -265,125 +339,196 @@ fn min_of(v: &[Option<f64>]) -> Option<f64> {
     v.iter().flatten().copied().reduce(f64::min)
 }
 
-/// The issue's goals, on medians over repetitions.
+fn max_of(v: &[Option<f64>]) -> Option<f64> {
+    v.iter().flatten().copied().reduce(f64::max)
+}
+
+fn key(s: Scenario, l: Level) -> String {
+    let n = s.name().replace('-', "_");
+    if l == Level::Fixed {
+        n
+    } else {
+        format!("{n}_{}", l.name())
+    }
+}
+
+/// Throughput metrics of a scenario's thread groups.
+fn groups(s: Scenario) -> &'static [&'static str] {
+    match s {
+        Scenario::Render | Scenario::FrameOverShare => &["fg_achieved_per_s", "hog_units_per_s"],
+        Scenario::RenderIdle => &[],
+        Scenario::Dynamic => &["requests_per_s", "batch_chunks_per_s", "hog_units_per_s"],
+        Scenario::ReqResp => &["requests_per_s", "hog_units_per_s"],
+        Scenario::Wakeup => &["achieved_per_s", "hog_units_per_s"],
+        Scenario::FrameMix => &["fg_achieved_per_s", "bg_units_per_s"],
+        Scenario::FrameMixHogs => &["fg_achieved_per_s", "bg_units_per_s", "hog_units_per_s"],
+        Scenario::Roles => &["requests_per_s", "bg_units_per_s"],
+        Scenario::RolesHogs => &["requests_per_s", "bg_units_per_s", "hog_units_per_s"],
+        Scenario::Messaging | Scenario::Hackbench => &["messages_per_s"],
+    }
+}
+
+/// The goals, on medians over repetitions.
 pub fn goals(res: &Results) -> Vec<Goal> {
     let v = View::new(res);
-    let p99 = |s: Scenario, c: &str| v.med(s, c, "p99_us");
-    let r = Scenario::Render;
-    let floor = p99(Scenario::RenderIdle, "eevdf");
-    let own = p99(r, "hinted-own");
-    let both = p99(r, "hinted-both");
     let mut g = Vec::new();
     let mut goal =
-        |name: &str, measured: Option<f64>, op: &'static str, target: f64, note: &str| {
+        |name: String, measured: Option<f64>, op: &'static str, target: f64, note: String| {
             g.push(Goal {
-                name: name.into(),
+                name,
                 measured,
                 op,
                 target,
-                note: note.into(),
+                note,
             })
         };
-    goal(
-        "render_own_p99_vs_floor",
-        div(own, floor),
-        "<=",
-        2.0,
-        "hinted-own p99 / idle floor p99",
-    );
-    goal(
-        "render_own_p99_vs_eevdf",
-        div(own, p99(r, "eevdf")),
-        "<=",
-        0.2,
-        "hinted-own p99 / EEVDF p99",
-    );
-    goal(
-        "render_own_p99_vs_best_knob",
-        div(own, min_of(&[p99(r, "eevdf-nice"), p99(r, "eevdf-slice")])),
-        "<=",
-        1.0,
-        "hinted-own p99 / best of EEVDF nice -10 and slice request",
-    );
-    goal(
-        "render_own_p99_vs_best_published",
-        div(own, min_of(&[p99(r, "bpfland"), p99(r, "lavd")])),
-        "<=",
-        1.0,
-        "hinted-own p99 / best of scx_bpfland and scx_lavd",
-    );
-    goal(
-        "render_own_hog_throughput_vs_eevdf",
-        div(
-            v.med(r, "hinted-own", "hog_units_per_s"),
-            v.med(r, "eevdf", "hog_units_per_s"),
-        ),
-        ">=",
-        0.95,
-        "hog work per second, hinted-own / EEVDF",
-    );
-    goal(
-        "render_both_p99_vs_floor",
-        div(both, floor),
-        "<=",
-        2.0,
-        "hinted-both p99 / idle floor p99",
-    );
-    goal(
-        "render_both_p99_vs_eevdf_idle_or_batch_hogs",
-        div(
-            both,
-            min_of(&[p99(r, "eevdf-hogs-idle"), p99(r, "eevdf-hogs-batch")]),
-        ),
-        "<=",
-        1.0,
-        "hinted-both p99 / best of EEVDF with SCHED_IDLE or SCHED_BATCH hogs",
-    );
+    let has = |c: &str| res.contenders.iter().any(|x| x.name == c);
+    for (s, l) in res.plan.cases() {
+        let k = key(s, l);
+        let p99 = |c: &str| v.med(s, l, c, "p99_us");
+        let hinted = p99("hinted-both");
+        if s.app_knowledge() {
+            goal(
+                format!("{k}_hinted_missed_pct"),
+                v.med(s, l, "hinted-both", "missed_pct"),
+                "<=",
+                1.0,
+                "hinted: percent of periods missed (frames) / requests not started within \
+                 their period"
+                    .into(),
+            );
+            if l == Level::Light {
+                goal(
+                    format!("{k}_p99_vs_eevdf"),
+                    div(hinted, p99("eevdf")),
+                    "<=",
+                    1.05,
+                    "at light load nobody must wait: hinted p99 / EEVDF p99, no worse".into(),
+                );
+            } else {
+                let mut vs = vec!["eevdf", "hinted-nohints", "bpfland", "lavd"];
+                if has("cosmos") {
+                    vs.push("cosmos");
+                }
+                for c in vs {
+                    goal(
+                        format!("{k}_p99_vs_{}", c.replace('-', "_")),
+                        div(hinted, p99(c)),
+                        "<=",
+                        1.0 / 3.0,
+                        format!("hinted p99 / {c} p99"),
+                    );
+                }
+                let knob = v.best_of(s, l, &UNPRIVILEGED_KNOBS);
+                goal(
+                    format!("{k}_p99_vs_best_unprivileged_knob"),
+                    div(hinted, knob.as_ref().map(|x| x.1)),
+                    "<=",
+                    0.8,
+                    format!(
+                        "hinted p99 / EEVDF with the app's best unprivileged knob ({})",
+                        knob.as_ref().map_or("none ran", |x| x.0.as_str())
+                    ),
+                );
+                goal(
+                    format!("{k}_background_work_vs_best_knob"),
+                    div(
+                        v.med(s, l, "hinted-both", "bg_units_per_s"),
+                        knob.as_ref()
+                            .and_then(|x| v.med(s, l, &x.0, "bg_units_per_s")),
+                    ),
+                    ">=",
+                    0.9,
+                    "the app's background work per second, hinted / under that knob".into(),
+                );
+            }
+        }
+        // A hint never backfires.
+        if has("hinted-nohints") && (has("hinted-own") || has("hinted-both")) {
+            let worst = max_of(&[p99("hinted-own"), p99("hinted-both")]);
+            if worst.is_some() {
+                goal(
+                    format!("never_backfire_{k}"),
+                    div(worst, p99("hinted-nohints")),
+                    "<=",
+                    1.05,
+                    "worst of hinted-own / hinted-both p99 over scx_hinted without hints".into(),
+                );
+            }
+        }
+        // No hints: on par with EEVDF, latency and every group's throughput.
+        if s != Scenario::RenderIdle && s != Scenario::Hackbench && has("hinted-nohints") {
+            goal(
+                format!("nohints_{k}_p99_vs_eevdf"),
+                div(p99("hinted-nohints"), p99("eevdf")),
+                "<=",
+                1.05,
+                "scx_hinted without hints p99 / EEVDF p99".into(),
+            );
+        }
+        if s != Scenario::RenderIdle && has("hinted-nohints") {
+            let worst = groups(s)
+                .iter()
+                .filter_map(|m| div(v.med(s, l, "hinted-nohints", m), v.med(s, l, "eevdf", m)))
+                .reduce(f64::min);
+            goal(
+                format!("nohints_{k}_throughput_vs_eevdf"),
+                worst,
+                ">=",
+                0.95,
+                format!(
+                    "lowest over the thread groups ({}) of scx_hinted without hints / EEVDF",
+                    groups(s).join(", ")
+                ),
+            );
+        }
+    }
+    // The limit case: a hint buys latency, never more than the fair share.
+    let (s, l) = (Scenario::FrameOverShare, Level::Fixed);
+    if res.plan.cases().contains(&(s, l)) {
+        goal(
+            "frame_over_share_hinted_cpu_vs_fair_share".into(),
+            div(
+                v.med(s, l, "hinted-both", "fg_cpu_share"),
+                v.med(s, l, "hinted-both", "fg_fair_share_cpu"),
+            ),
+            "<=",
+            1.1,
+            "the render thread's CPU share, hinted, over its fair share (it needs twice that: \
+             it must miss)"
+                .into(),
+        );
+    }
+    // Previous goals: what a hint switch costs, the BPF reads.
     let d = Scenario::Dynamic;
+    let dl = res
+        .plan
+        .levels_of(d)
+        .into_iter()
+        .find(|&l| l != Level::Over)
+        .unwrap_or(Level::Near);
     let store_cost = min_of(&[
-        v.med(d, "hinted-own", "switch_cost_pct_at_10k"),
-        v.med(d, "hinted-both", "switch_cost_pct_at_10k"),
+        v.med(d, dl, "hinted-own", "switch_cost_pct_at_10k"),
+        v.med(d, dl, "hinted-both", "switch_cost_pct_at_10k"),
     ]);
     goal(
-        "dynamic_switch_cost_pct_at_10k_per_s",
+        "dynamic_switch_cost_pct_at_10k_per_s".into(),
         store_cost,
         "<=",
         1.0,
-        "percent of CPU time a hint switch costs at 10,000 switches/s (in-situ TSC timing)",
+        "percent of CPU time a hint switch costs at 10,000 switches/s (in-situ TSC timing)".into(),
     );
     let store_ns = min_of(&[
-        v.med(d, "hinted-own", "switch_ns"),
-        v.med(d, "hinted-both", "switch_ns"),
+        v.med(d, dl, "hinted-own", "switch_ns"),
+        v.med(d, dl, "hinted-both", "switch_ns"),
     ]);
-    let syscall_ns = v.med(d, "eevdf-hogs-batch", "switch_ns");
     goal(
-        "dynamic_sched_setattr_vs_hint_switch",
-        div(syscall_ns, store_ns),
+        "dynamic_sched_setattr_vs_hint_switch".into(),
+        div(v.med(d, dl, "eevdf-bg-batch", "switch_ns"), store_ns),
         ">=",
         1.0,
-        "reported ratio (no target in the issue): sched_setattr switch ns / hint switch ns",
+        "reported ratio (no target in the issue): sched_setattr switch ns / hint switch ns".into(),
     );
-    for s in [Scenario::Render, Scenario::ReqResp, Scenario::Wakeup] {
-        let name = s.name().replace('-', "_");
-        goal(
-            &format!("nohints_{name}_p99_vs_eevdf"),
-            div(p99(s, "hinted-nohints"), p99(s, "eevdf")),
-            "<=",
-            1.05,
-            "scx_hinted without hints p99 / EEVDF p99",
-        );
-        let tput = match s {
-            Scenario::ReqResp => "requests_per_s",
-            _ => "hog_units_per_s",
-        };
-        goal(
-            &format!("nohints_{name}_throughput_vs_eevdf"),
-            div(v.med(s, "hinted-nohints", tput), v.med(s, "eevdf", tput)),
-            ">=",
-            0.95,
-            "scx_hinted without hints / EEVDF throughput",
-        );
-    }
     let enq = |workload_has_hints: bool| {
         res.bpf
             .iter()
@@ -411,50 +556,86 @@ pub fn goals(res: &Results) -> Vec<Goal> {
              minus with no thread registered",
         ),
     };
-    goal("bpf_hint_read_ns_per_enqueue", added, "<=", 30.0, note);
+    if res.plan.bpf_secs > 0.0 {
+        goal(
+            "bpf_hint_read_ns_per_enqueue".into(),
+            added,
+            "<=",
+            30.0,
+            note.into(),
+        );
+    }
+    goal(
+        "calibration_drift_pct".into(),
+        (res.calibrations.len() > 1).then(|| 100.0 * res.drift.abs()),
+        "<=",
+        100.0 * DRIFT_LIMIT,
+        "largest change of measured capacity from the first calibration, percent (more: \
+         the host moved under the run; compare with care)"
+            .into(),
+    );
     g
 }
 
-const COLORS: [&str; 10] = [
+const COLORS: [&str; 12] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#ff7f0e", "#17becf",
-    "#7f7f7f", "#bcbd22",
+    "#7f7f7f", "#bcbd22", "#000000", "#aec7e8",
 ];
 
-/// A latency CDF per contender for one scenario (log-scaled time axis).
-pub fn cdf_svg(res: &Results, s: Scenario) -> String {
+/// p99 (log axis) against offered load, one line per contender, for one
+/// scenario. A fixed-shape scenario has one point per contender.
+pub fn load_svg(res: &Results, s: Scenario) -> String {
     let v = View::new(res);
-    let mut series: Vec<(String, Vec<f64>)> = Vec::new();
-    let mut cs = v.contenders(s);
-    if s == Scenario::Render {
-        cs.insert(0, "idle floor");
-    }
-    for c in cs {
-        let data = if c == "idle floor" {
-            v.pooled(Scenario::RenderIdle, "eevdf")
-        } else {
-            v.pooled(s, c)
-        };
-        if !data.is_empty() {
-            series.push((c.to_string(), data));
+    let levels = res.plan.levels_of(s);
+    let names: Vec<&str> = res
+        .contenders
+        .iter()
+        .filter(|c| runs_under(s, c))
+        .map(|c| c.name.as_str())
+        .collect();
+    // Per contender: (offered load %, p99 us, fell behind) per level.
+    type Point = (f64, f64, bool);
+    let mut series: Vec<(&str, Vec<Point>)> = Vec::new();
+    for &c in &names {
+        let pts: Vec<(f64, f64, bool)> = levels
+            .iter()
+            .filter_map(|&l| {
+                let p99 = v.med(s, l, c, "p99_us")?;
+                let load = v
+                    .med(s, l, c, "offered_load_pct")
+                    .unwrap_or(100.0 * l.frac());
+                let (b, _) = v.behind(s, l, c);
+                Some((load, p99.max(1.0), b > 0))
+            })
+            .collect();
+        if !pts.is_empty() {
+            series.push((c, pts));
         }
     }
-    let (w, h, l, r, t, b) = (760.0, 440.0, 60.0, 200.0, 30.0, 45.0);
+    let (w, h, l, r, t, b) = (760.0, 440.0, 70.0, 210.0, 30.0, 45.0);
     let (pw, ph) = (w - l - r, h - t - b);
-    let lo = series
-        .iter()
-        .map(|(_, d)| d[0].max(1.0))
-        .fold(f64::INFINITY, f64::min)
-        .max(1.0);
-    let hi = series
-        .iter()
-        .map(|(_, d)| d[d.len() - 1].max(1.0))
-        .fold(1.0, f64::max);
+    let all = series.iter().flat_map(|(_, p)| p.iter());
+    let (mut xlo, mut xhi, mut ylo, mut yhi) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y, _) in all {
+        xlo = xlo.min(x);
+        xhi = xhi.max(x);
+        ylo = ylo.min(y);
+        yhi = yhi.max(y);
+    }
+    if series.is_empty() {
+        (xlo, xhi, ylo, yhi) = (0.0, 100.0, 1.0, 10.0);
+    }
+    if xhi - xlo < 1.0 {
+        xlo -= 10.0;
+        xhi += 10.0;
+    }
+    let (xlo, xhi) = (xlo - 0.08 * (xhi - xlo), xhi + 0.08 * (xhi - xlo));
     let (llo, lhi) = (
-        lo.log10().floor(),
-        hi.log10().ceil().max(lo.log10().floor() + 1.0),
+        ylo.log10().floor(),
+        yhi.log10().ceil().max(ylo.log10().floor() + 1.0),
     );
-    let x = |us: f64| l + pw * ((us.max(1.0).log10() - llo) / (lhi - llo));
-    let y = |q: f64| t + ph * (1.0 - q);
+    let x = |v: f64| l + pw * (v - xlo) / (xhi - xlo);
+    let y = |us: f64| t + ph * (1.0 - (us.log10() - llo) / (lhi - llo));
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -463,14 +644,14 @@ pub fn cdf_svg(res: &Results, s: Scenario) -> String {
     let _ = writeln!(o, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
     let _ = writeln!(
         o,
-        r#"<text x="{}" y="18" text-anchor="middle" font-size="14">{}: {} latency CDF (pooled over repetitions)</text>"#,
+        r#"<text x="{}" y="18" text-anchor="middle" font-size="14">{}: p99 {} against offered load (median of repetitions; hollow: fell behind)</text>"#,
         l + pw / 2.0,
         s.name(),
         s.latency_name()
     );
     let mut e = llo;
     while e <= lhi + 1e-9 {
-        let xv = x(10f64.powf(e));
+        let yv = y(10f64.powf(e));
         let label = match e as i32 {
             0 => "1 us".to_string(),
             1 => "10 us".to_string(),
@@ -483,46 +664,54 @@ pub fn cdf_svg(res: &Results, s: Scenario) -> String {
         };
         let _ = writeln!(
             o,
-            r##"<line x1="{xv:.1}" y1="{t}" x2="{xv:.1}" y2="{}" stroke="#ddd"/><text x="{xv:.1}" y="{}" text-anchor="middle">{label}</text>"##,
-            t + ph,
-            t + ph + 16.0
-        );
-        e += 1.0;
-    }
-    for q in [0.0, 0.5, 0.9, 0.99, 1.0] {
-        let yv = y(q);
-        let _ = writeln!(
-            o,
-            r##"<line x1="{l}" y1="{yv:.1}" x2="{}" y2="{yv:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{q}</text>"##,
+            r##"<line x1="{l}" y1="{yv:.1}" x2="{}" y2="{yv:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{label}</text>"##,
             l + pw,
             l - 6.0,
             yv + 4.0
         );
+        e += 1.0;
+    }
+    let mut ticks: Vec<f64> = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.0.round()))
+        .collect();
+    ticks.sort_by(f64::total_cmp);
+    ticks.dedup();
+    for tv in ticks {
+        let xv = x(tv);
+        let _ = writeln!(
+            o,
+            r##"<line x1="{xv:.1}" y1="{t}" x2="{xv:.1}" y2="{}" stroke="#eee"/><text x="{xv:.1}" y="{}" text-anchor="middle">{tv:.0}%</text>"##,
+            t + ph,
+            t + ph + 16.0
+        );
     }
     let _ = writeln!(
         o,
-        r#"<text x="{}" y="{}" text-anchor="middle">latency (log scale)</text>"#,
+        r#"<text x="{}" y="{}" text-anchor="middle">offered load, % of the capacity the app's threads can have (calibrated)</text>"#,
         l + pw / 2.0,
         h - 8.0
     );
-    for (i, (name, d)) in series.iter().enumerate() {
+    for (i, (name, pts)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        // At most ~400 points per line.
-        let step = (d.len() / 400).max(1);
-        let mut pts = String::new();
-        for (j, &us) in d.iter().enumerate().step_by(step) {
-            let _ = write!(
-                pts,
-                "{:.1},{:.1} ",
-                x(us),
-                y((j + 1) as f64 / d.len() as f64)
-            );
-        }
-        let _ = write!(pts, "{:.1},{:.1}", x(d[d.len() - 1]), y(1.0));
+        let line: Vec<String> = pts
+            .iter()
+            .map(|&(a, b, _)| format!("{:.1},{:.1}", x(a), y(b)))
+            .collect();
         let _ = writeln!(
             o,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="1.6" points="{pts}"/>"#
+            r#"<polyline fill="none" stroke="{color}" stroke-width="1.6" points="{}"/>"#,
+            line.join(" ")
         );
+        for &(a, b, behind) in pts {
+            let fill = if behind { "white" } else { color };
+            let _ = writeln!(
+                o,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{fill}" stroke="{color}"/>"#,
+                x(a),
+                y(b)
+            );
+        }
         let ly = t + 14.0 + 18.0 * i as f64;
         let _ = writeln!(
             o,
@@ -545,16 +734,87 @@ fn cell(a: Option<Agg>, f: impl Fn(f64) -> String, spread: bool) -> String {
     }
 }
 
-/// The markdown report: one table per scenario, the BPF table, the goals.
+/// Extra columns of a scenario's table: (header, metric).
+fn extra(s: Scenario) -> Vec<(&'static str, &'static str)> {
+    match s {
+        Scenario::Render => vec![
+            ("missed %", "missed_pct"),
+            ("hog work/s", "hog_units_per_s"),
+        ],
+        Scenario::Dynamic => vec![
+            ("switch ns", "switch_ns"),
+            ("cost % at 10k/s", "switch_cost_pct_at_10k"),
+            ("switches/s", "switches_per_s"),
+            ("batch chunks/s", "batch_chunks_per_s"),
+            ("hog work/s", "hog_units_per_s"),
+        ],
+        Scenario::ReqResp => vec![
+            ("req/s", "requests_per_s"),
+            ("hog work/s", "hog_units_per_s"),
+        ],
+        Scenario::Wakeup => vec![
+            ("rounds/s", "rounds_per_s"),
+            ("hog work/s", "hog_units_per_s"),
+        ],
+        Scenario::FrameMix => vec![
+            ("missed %", "missed_pct"),
+            ("render CPU share", "fg_cpu_share"),
+            ("background work/s", "bg_units_per_s"),
+        ],
+        Scenario::FrameMixHogs | Scenario::FrameOverShare => vec![
+            ("missed %", "missed_pct"),
+            ("render CPU share", "fg_cpu_share"),
+            ("background work/s", "bg_units_per_s"),
+            ("other user's hog work/s", "hog_units_per_s"),
+        ],
+        Scenario::Roles | Scenario::RolesHogs => vec![
+            ("missed %", "missed_pct"),
+            ("switches/s", "switches_per_s"),
+            ("refused/s", "refused_per_s"),
+            ("bulk work/s", "bg_units_per_s"),
+            ("other user's hog work/s", "hog_units_per_s"),
+        ],
+        Scenario::Messaging => vec![("messages/s", "messages_per_s")],
+        Scenario::Hackbench => vec![
+            ("hackbench s", "hackbench_secs"),
+            ("messages/s", "messages_per_s"),
+        ],
+        Scenario::RenderIdle => vec![],
+    }
+}
+
+/// The markdown report: calibration, one table per scenario and level,
+/// the BPF table, the goals.
 pub fn markdown(res: &Results) -> String {
     let v = View::new(res);
     let mut o = String::new();
     let p = &res.plan;
     let _ = writeln!(
         o,
-        "Plan `{}`: {} repetition(s), render runs {} s, other runs {} s (after {} s warm-up); \
-         {} vCPUs, guest kernel {}. Medians over repetitions, (min–max) over repetitions.\n",
+        "Plan `{}`: {} repetition(s), frame-paced runs {} s, other runs {} s (after {} s \
+         warm-up); {} vCPUs, guest kernel {}. Medians over repetitions, (min–max) over \
+         repetitions; below overload, runs that fell behind are left out of the medians \
+         (the `behind` column counts them).\n",
         p.name, p.reps, p.render_secs, p.other_secs, p.warmup, res.cpus, res.kernel
+    );
+    let _ = writeln!(o, "Calibration (work sized from the first):\n");
+    for (i, c) in res.calibrations.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "- {}: {}",
+            if i == 0 { "start" } else { "later" },
+            c.line()
+        );
+    }
+    let flag = if res.drift.abs() > DRIFT_LIMIT {
+        " **FLAGGED: the host's speed changed during the run**"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        o,
+        "- largest capacity drift: {:+.1}%{flag}\n",
+        100.0 * res.drift
     );
     let _ = writeln!(o, "| contender | what |\n|---|---|");
     for c in &res.contenders {
@@ -574,70 +834,85 @@ pub fn markdown(res: &Results) -> String {
         if s == Scenario::RenderIdle {
             continue;
         }
-        let base_p99 = v.med(s, "eevdf", "p99_us");
         let _ = writeln!(o, "### {} ({})\n", s.name(), s.latency_name());
-        let extra: Vec<(&str, &str)> = match s {
-            Scenario::Render => vec![
-                ("missed %", "missed_pct"),
-                ("hog work/s", "hog_units_per_s"),
-            ],
-            Scenario::Dynamic => vec![
-                ("switch ns", "switch_ns"),
-                ("cost % at 10k/s", "switch_cost_pct_at_10k"),
-                ("switches/s", "switches_per_s"),
-                ("batch chunks/s", "batch_chunks_per_s"),
-                ("hog work/s", "hog_units_per_s"),
-            ],
-            Scenario::ReqResp => vec![
-                ("req/s", "requests_per_s"),
-                ("hog work/s", "hog_units_per_s"),
-            ],
-            Scenario::Wakeup => vec![
-                ("rounds/s", "rounds_per_s"),
-                ("hog work/s", "hog_units_per_s"),
-            ],
-            Scenario::RenderIdle => vec![],
-        };
-        let _ = write!(o, "| contender | p50 ms | p99 ms | p99.9 ms |");
-        for (h, _) in &extra {
-            let _ = write!(o, " {h} |");
-        }
-        let _ = writeln!(o, " p99 / EEVDF |");
-        let _ = write!(o, "|---|--:|--:|--:|");
-        for _ in &extra {
-            o.push_str("--:|");
-        }
-        o.push_str("--:|\n");
-        let mut rows: Vec<(Scenario, &str, String)> = Vec::new();
-        if s == Scenario::Render {
-            rows.push((
-                Scenario::RenderIdle,
-                "eevdf",
-                "idle floor (EEVDF, no hogs)".into(),
-            ));
-        }
-        for c in v.contenders(s) {
-            rows.push((s, c, c.to_string()));
-        }
-        for (sc, c, label) in rows {
+        for l in p.levels_of(s) {
+            let base_p99 = v.med(s, l, "eevdf", "p99_us");
+            let load = v
+                .med(s, l, "eevdf", "offered_load_pct")
+                .unwrap_or(100.0 * l.frac());
+            let _ = writeln!(
+                o,
+                "Level **{}**: offered load {load:.0}% of capacity.\n",
+                l.name()
+            );
+            let ex = extra(s);
             let _ = write!(
                 o,
-                "| {label} | {} | {} | {} |",
-                cell(v.agg(sc, c, "p50_us"), ms, false),
-                cell(v.agg(sc, c, "p99_us"), ms, true),
-                cell(v.agg(sc, c, "p999_us"), ms, false)
+                "| contender | p50 ms | p99 ms | p99.9 ms | offered/s | achieved/s | behind |"
             );
-            for (_, k) in &extra {
+            for (h, _) in &ex {
+                let _ = write!(o, " {h} |");
+            }
+            let _ = writeln!(o, " p99 / EEVDF |");
+            let _ = write!(o, "|---|--:|--:|--:|--:|--:|--:|");
+            for _ in &ex {
+                o.push_str("--:|");
+            }
+            o.push_str("--:|\n");
+            let mut rows: Vec<(Scenario, Level, &str, String)> = Vec::new();
+            if s == Scenario::Render {
+                rows.push((
+                    Scenario::RenderIdle,
+                    Level::Fixed,
+                    "eevdf",
+                    "idle floor (EEVDF, no hogs)".into(),
+                ));
+            }
+            for c in v.contenders(s, l) {
+                rows.push((s, l, c, c.to_string()));
+            }
+            for (sc, lv, c, label) in rows {
+                let (b, n) = v.behind(sc, lv, c);
                 let _ = write!(
                     o,
-                    " {} |",
-                    cell(v.agg(sc, c, k), |x| format!("{x:.1}"), false)
+                    "| {label} | {} | {} | {} | {} | {} | {b}/{n} |",
+                    cell(v.agg(sc, lv, c, "p50_us"), ms, false),
+                    cell(v.agg(sc, lv, c, "p99_us"), ms, true),
+                    cell(v.agg(sc, lv, c, "p999_us"), ms, false),
+                    cell(
+                        v.agg(sc, lv, c, "offered_per_s"),
+                        |x| format!("{x:.0}"),
+                        false
+                    ),
+                    cell(
+                        v.agg(sc, lv, c, "achieved_per_s"),
+                        |x| format!("{x:.0}"),
+                        false
+                    ),
                 );
+                for (_, k) in &ex {
+                    let f = |x: f64| {
+                        if x.abs() < 10.0 {
+                            format!("{x:.2}")
+                        } else {
+                            format!("{x:.0}")
+                        }
+                    };
+                    let _ = write!(o, " {} |", cell(v.agg(sc, lv, c, k), f, false));
+                }
+                let rr = div(v.med(sc, lv, c, "p99_us"), base_p99).filter(|_| sc == s);
+                let _ = writeln!(o, " {} |", rr.map_or("-".into(), ratio));
             }
-            let rr = div(v.med(sc, c, "p99_us"), base_p99).filter(|_| sc == s);
-            let _ = writeln!(o, " {} |", rr.map_or("-".into(), ratio));
+            o.push('\n');
         }
-        let _ = writeln!(o, "\n![{} CDF](cdf-{}.svg)\n", s.name(), s.name());
+        if s != Scenario::Hackbench {
+            let _ = writeln!(
+                o,
+                "![{} p99 against load](load-{}.svg)\n",
+                s.name(),
+                s.name()
+            );
+        }
     }
     if !res.bpf.is_empty() {
         let _ = writeln!(
@@ -652,13 +927,23 @@ pub fn markdown(res: &Results) -> String {
         }
         o.push('\n');
     }
-    let _ = writeln!(o, "### Goals (medians)\n\n```");
-    for g in goals(res) {
+    let gs = goals(res);
+    let met = gs.iter().filter(|g| g.met()).count();
+    let _ = writeln!(o, "### Goals (medians): {met} of {} met\n\n```", gs.len());
+    for g in &gs {
         let _ = writeln!(o, "{}", g.line());
     }
     let _ = writeln!(o, "```\n");
-    for g in goals(res) {
-        let _ = writeln!(o, "- `{}`: {}", g.name, g.note);
+    let mut notes: Vec<(String, String)> = Vec::new();
+    for g in &gs {
+        // One note per kind of goal (the part after scenario and level).
+        let kind = g.note.clone();
+        if !notes.iter().any(|(_, n)| *n == kind) {
+            notes.push((g.name.clone(), kind));
+        }
+    }
+    for (name, note) in notes {
+        let _ = writeln!(o, "- `{name}` (and alike): {note}");
     }
     if !res.errors.is_empty() {
         let _ = writeln!(o, "\n### Errors\n");
@@ -669,6 +954,18 @@ pub fn markdown(res: &Results) -> String {
     o
 }
 
+/// Whether scenario `s` runs other users' or load hogs.
+fn has_hogs(s: Scenario) -> bool {
+    !matches!(
+        s,
+        Scenario::RenderIdle
+            | Scenario::FrameMix
+            | Scenario::Roles
+            | Scenario::Messaging
+            | Scenario::Hackbench
+    )
+}
+
 /// Checks that a report is complete and sane (what a CI smoke test
 /// asserts; the goals are not checked). Returns the problems found.
 pub fn check(res: &Results) -> Vec<String> {
@@ -677,42 +974,66 @@ pub fn check(res: &Results) -> Vec<String> {
     if !res.errors.is_empty() {
         bad.push(format!("errors: {}", res.errors.join("; ")));
     }
+    match res.calibrations.first() {
+        Some(c) if c.units_per_cpu_ms > 0.0 && c.wake_rtt_us > 0.0 && c.wake_cpu_us > 0.0 => {}
+        c => bad.push(format!("implausible or missing calibration: {c:?}")),
+    }
+    if res.calibrations.len() < 2 {
+        bad.push("no calibration at the end of the run".into());
+    }
     for c in &res.contenders {
-        for &s in &res.plan.scenarios {
+        for (s, l) in res.plan.cases() {
             if !runs_under(s, c) {
                 continue;
             }
-            let n = res
-                .runs
-                .iter()
-                .filter(|r| r.scenario == s && r.contender == c.name)
-                .count();
+            let what = format!("{} {} {}", s.name(), l.name(), c.name);
+            let n = v.all_runs(s, l, &c.name).count();
             if n != res.plan.reps {
-                bad.push(format!(
-                    "{} {}: {n} of {} runs",
-                    s.name(),
-                    c.name,
-                    res.plan.reps
-                ));
+                bad.push(format!("{what}: {n} of {} runs", res.plan.reps));
                 continue;
             }
-            let p50 = v.med(s, &c.name, "p50_us");
-            let p99 = v.med(s, &c.name, "p99_us");
+            if s == Scenario::Hackbench {
+                // No latency samples: its run time is the measure.
+                if v.med(s, l, &c.name, "hackbench_secs").unwrap_or(0.0) <= 0.0 {
+                    bad.push(format!("{what}: no hackbench time"));
+                }
+                continue;
+            }
+            if v.med(s, l, &c.name, "offered_per_s").is_none() && s != Scenario::RenderIdle {
+                bad.push(format!("{what}: no offered rate"));
+            }
+            // A queue starved outright (an unprivileged worker stuck under
+            // SCHED_IDLE beside hogs) may serve nothing: that is its result,
+            // marked behind, not a broken run.
+            let (b, n) = v.behind(s, l, &c.name);
+            if b == n && v.med(s, l, &c.name, "achieved_per_s").is_some() {
+                continue;
+            }
+            let p50 = v.med(s, l, &c.name, "p50_us");
+            let p99 = v.med(s, l, &c.name, "p99_us");
             match (p50, p99) {
-                (Some(a), Some(b)) if a >= 0.0 && b >= a && b < 10e6 => {}
+                (Some(a), Some(b)) if a >= 0.0 && b >= a && b < 60e6 => {}
                 _ => bad.push(format!(
-                    "{} {}: implausible latency p50 {p50:?} p99 {p99:?}",
-                    s.name(),
-                    c.name
+                    "{what}: implausible latency p50 {p50:?} p99 {p99:?}"
                 )),
             }
-            if v.med(s, &c.name, "samples").unwrap_or(0.0) < 20.0 {
-                bad.push(format!("{} {}: fewer than 20 samples", s.name(), c.name));
+            // A frame thread that misses every period has few samples; its
+            // periods are what must be there.
+            let counted = if v.med(s, l, &c.name, "frames").is_some() {
+                "frames"
+            } else {
+                "samples"
+            };
+            if v.med(s, l, &c.name, counted).unwrap_or(0.0) < 20.0 {
+                bad.push(format!("{what}: fewer than 20 {counted}"));
             }
-            if s != Scenario::RenderIdle
-                && v.med(s, &c.name, "hog_units_per_s").unwrap_or(0.0) <= 0.0
-            {
-                bad.push(format!("{} {}: the hogs did no work", s.name(), c.name));
+            if has_hogs(s) && v.med(s, l, &c.name, "hog_units_per_s").unwrap_or(0.0) <= 0.0 {
+                bad.push(format!("{what}: the hogs did no work"));
+            }
+            for g in groups(s) {
+                if v.med(s, l, &c.name, g).is_none() {
+                    bad.push(format!("{what}: no {g}"));
+                }
             }
         }
     }
@@ -741,22 +1062,20 @@ pub fn write_all(res: &Results, dir: &std::path::Path) -> Result<String> {
     std::fs::write(dir.join("results.json"), serde_json::to_vec(res)?)?;
     let v = View::new(res);
     let mut summary = BTreeMap::new();
-    for &s in &res.plan.scenarios {
+    for (s, l) in res.plan.cases() {
         for c in &res.contenders {
             let mut metrics = BTreeMap::new();
-            let keys: std::collections::BTreeSet<&String> = res
-                .runs
-                .iter()
-                .filter(|r| r.scenario == s && r.contender == c.name)
+            let keys: std::collections::BTreeSet<&String> = v
+                .all_runs(s, l, &c.name)
                 .flat_map(|r| r.m.metrics.keys())
                 .collect();
             for k in keys {
-                if let Some(a) = v.agg(s, &c.name, k) {
+                if let Some(a) = v.agg(s, l, &c.name, k) {
                     metrics.insert(k.clone(), a);
                 }
             }
             if !metrics.is_empty() {
-                summary.insert(format!("{}/{}", s.name(), c.name), metrics);
+                summary.insert(format!("{}/{}/{}", s.name(), l.name(), c.name), metrics);
             }
         }
     }
@@ -767,6 +1086,8 @@ pub fn write_all(res: &Results, dir: &std::path::Path) -> Result<String> {
             "plan": res.plan,
             "kernel": res.kernel,
             "cpus": res.cpus,
+            "calibrations": res.calibrations,
+            "drift": res.drift,
             "skipped": res.skipped,
             "errors": res.errors,
             "bpf": res.bpf,
@@ -775,8 +1096,8 @@ pub fn write_all(res: &Results, dir: &std::path::Path) -> Result<String> {
         }))?,
     )?;
     for &s in &res.plan.scenarios {
-        if s != Scenario::RenderIdle {
-            std::fs::write(dir.join(format!("cdf-{}.svg", s.name())), cdf_svg(res, s))?;
+        if s != Scenario::RenderIdle && s != Scenario::Hackbench {
+            std::fs::write(dir.join(format!("load-{}.svg", s.name())), load_svg(res, s))?;
         }
     }
     let md = markdown(res);
@@ -785,4 +1106,139 @@ pub fn write_all(res: &Results, dir: &std::path::Path) -> Result<String> {
         bail!("the results hold no run");
     }
     Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hintbench::calib::Calibration;
+    use crate::hintbench::scenarios::Measurement;
+    use crate::hintbench::suite::{all_contenders, Plan};
+
+    fn run(rep: usize, c: &str, s: Scenario, l: Level, p99: f64, behind: bool) -> Run {
+        let mut m = Measurement::default();
+        m.set("p50_us", p99 / 2.0);
+        m.set("p99_us", p99);
+        m.set("behind", if behind { 1.0 } else { 0.0 });
+        Run {
+            rep,
+            contender: c.into(),
+            scenario: s,
+            level: l,
+            m,
+        }
+    }
+
+    fn results(runs: Vec<Run>) -> Results {
+        let mut plan = Plan::named("quick").expect("a plan");
+        plan.scenarios = vec![Scenario::Roles];
+        plan.levels = vec![Level::Light, Level::Over];
+        plan.reps = 3;
+        Results {
+            plan,
+            kernel: "test".into(),
+            cpus: 2,
+            calibrations: vec![Calibration::default()],
+            drift: 0.0,
+            contenders: all_contenders()
+                .into_iter()
+                .filter(|c| c.name == "eevdf")
+                .collect(),
+            skipped: BTreeMap::new(),
+            ops: BTreeMap::new(),
+            runs,
+            bpf: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_run_that_fell_behind_stays_out_of_a_light_median_but_counts_at_overload() {
+        let mut runs = Vec::new();
+        for l in [Level::Light, Level::Over] {
+            runs.push(run(0, "eevdf", Scenario::Roles, l, 100.0, false));
+            runs.push(run(1, "eevdf", Scenario::Roles, l, 200.0, false));
+            runs.push(run(2, "eevdf", Scenario::Roles, l, 90_000.0, true));
+        }
+        let res = results(runs);
+        let v = View::new(&res);
+        assert_eq!(
+            v.med(Scenario::Roles, Level::Light, "eevdf", "p99_us"),
+            Some(150.0)
+        );
+        assert_eq!(
+            v.med(Scenario::Roles, Level::Over, "eevdf", "p99_us"),
+            Some(200.0)
+        );
+        assert_eq!(v.behind(Scenario::Roles, Level::Light, "eevdf"), (1, 3));
+    }
+
+    #[test]
+    fn check_reports_missing_runs_and_calibration() {
+        let res = results(vec![run(
+            0,
+            "eevdf",
+            Scenario::Roles,
+            Level::Light,
+            100.0,
+            false,
+        )]);
+        let bad = check(&res).join("\n");
+        assert!(bad.contains("roles light eevdf: 1 of 3 runs"), "{bad}");
+        assert!(bad.contains("roles over eevdf: 0 of 3 runs"), "{bad}");
+        assert!(bad.contains("calibration"), "{bad}");
+    }
+
+    #[test]
+    fn a_starved_queue_is_a_result_not_a_broken_run() {
+        let mut runs = Vec::new();
+        for rep in 0..3 {
+            for l in [Level::Light, Level::Over] {
+                let mut r = run(rep, "eevdf", Scenario::Roles, l, 100.0, l == Level::Over);
+                for k in [
+                    "offered_per_s",
+                    "achieved_per_s",
+                    "requests_per_s",
+                    "bg_units_per_s",
+                ] {
+                    r.m.set(k, 1.0);
+                }
+                r.m.set("samples", 50.0);
+                if l == Level::Over {
+                    // Nothing served: no latency at all.
+                    r.m.metrics.retain(|k, _| !k.ends_with("_us"));
+                    r.m.set("samples", 0.0);
+                    r.m.set("achieved_per_s", 0.0);
+                }
+                runs.push(r);
+            }
+        }
+        let mut res = results(runs);
+        res.calibrations = vec![
+            Calibration {
+                units_per_cpu_ms: 10.0,
+                wake_rtt_us: 100.0,
+                wake_cpu_us: 50.0,
+                ..Calibration::default()
+            };
+            2
+        ];
+        let bad = check(&res);
+        // Goals are not measured here (one contender); the runs are fine.
+        assert!(bad.iter().all(|b| !b.starts_with("roles ")), "{bad:?}");
+    }
+
+    #[test]
+    fn every_scenario_gets_a_load_plot() {
+        let res = results(vec![run(
+            0,
+            "eevdf",
+            Scenario::Roles,
+            Level::Light,
+            100.0,
+            false,
+        )]);
+        let svg = load_svg(&res, Scenario::Roles);
+        assert!(svg.starts_with("<svg") && svg.contains("eevdf") && svg.contains("50%"));
+    }
 }

@@ -12,8 +12,10 @@ use crossbeam::channel;
 use scx_hints::LatencyClass;
 use serde::{Deserialize, Serialize};
 
+use super::calib::Calibration;
 use super::workload::{
-    join, mono_ns, policy, sleep_until, spawn, work_cpu, Clock, Config, Hogs, Knob, Treatment,
+    join, mono_ns, policy, sleep_until, spawn, thread_cpu_ns, work_units, Clock, Config, Hogs,
+    Knob, Treatment,
 };
 use crate::sys::{self, SchedAttr};
 
@@ -21,7 +23,8 @@ use crate::sys::{self, SchedAttr};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
-    /// A periodic frame thread (4 ms of CPU every 16 ms) beside 2 hogs per CPU.
+    /// A periodic frame thread (25% of a CPU, 16 ms period) beside 2 hogs
+    /// per CPU.
     Render,
     /// The frame thread alone on an idle machine: the floor.
     RenderIdle,
@@ -30,18 +33,47 @@ pub enum Scenario {
     Dynamic,
     /// Client/server pairs over crossbeam channels beside 2 hogs per CPU.
     ReqResp,
-    /// schbench-style: a messenger wakes 2 workers per CPU every 5 ms,
+    /// schbench-style: a messenger wakes 2 workers per CPU every period,
     /// beside 1 hog per CPU.
     Wakeup,
+    /// A game: a render thread needing 60% of a CPU per 16 ms frame beside
+    /// the same app's bursty background threads (asset streaming,
+    /// compaction: short bursts and naps).
+    FrameMix,
+    /// The same app (render thread at 30% of a CPU) beside another user's
+    /// unannotated CPU hogs, one per CPU: within the app's fair share.
+    FrameMixHogs,
+    /// The limit: a render thread needing 80% of a CPU beside another
+    /// user's 2 hogs per CPU, far beyond its fair share. It must miss.
+    FrameOverShare,
+    /// Unprivileged request workers (2 per CPU) switching roles hundreds of
+    /// times per second: a latency-critical request, then a bulk chunk
+    /// (indexing).
+    Roles,
+    /// The same workers beside another user's hogs, one per CPU.
+    RolesHogs,
+    /// Many-task messaging: 4 groups of 20 sender and 20 receiver threads
+    /// over Unix sockets (160 threads), hackbench's shape.
+    Messaging,
+    /// hackbench from rt-tests (Debian package), 4 groups of 20 + 20
+    /// processes over Unix sockets: run time.
+    Hackbench,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Render,
         Scenario::RenderIdle,
         Scenario::Dynamic,
         Scenario::ReqResp,
         Scenario::Wakeup,
+        Scenario::FrameMix,
+        Scenario::FrameMixHogs,
+        Scenario::FrameOverShare,
+        Scenario::Roles,
+        Scenario::RolesHogs,
+        Scenario::Messaging,
+        Scenario::Hackbench,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,17 +83,115 @@ impl Scenario {
             Scenario::Dynamic => "dynamic",
             Scenario::ReqResp => "req-resp",
             Scenario::Wakeup => "wakeup",
+            Scenario::FrameMix => "frame-mix",
+            Scenario::FrameMixHogs => "frame-mix-hogs",
+            Scenario::FrameOverShare => "frame-over-share",
+            Scenario::Roles => "roles",
+            Scenario::RolesHogs => "roles-hogs",
+            Scenario::Messaging => "messaging",
+            Scenario::Hackbench => "hackbench",
         }
+    }
+
+    pub fn by_name(name: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|s| s.name() == name)
     }
 
     /// What its latency samples measure.
     pub fn latency_name(self) -> &'static str {
         match self {
-            Scenario::Render | Scenario::RenderIdle => "frame wake-to-run",
-            Scenario::Dynamic => "request wait (queued to handled)",
+            Scenario::Render
+            | Scenario::RenderIdle
+            | Scenario::FrameMix
+            | Scenario::FrameMixHogs
+            | Scenario::FrameOverShare => "frame wake-to-run",
+            Scenario::Dynamic | Scenario::Roles | Scenario::RolesHogs => {
+                "request wait (queued to handled)"
+            }
             Scenario::ReqResp => "request round trip",
             Scenario::Wakeup => "worker wake-to-run",
+            Scenario::Messaging => "message delivery (sent to received)",
+            Scenario::Hackbench => "none: hackbench reports its run time",
         }
+    }
+
+    /// Where only the application knows which thread should wait: the
+    /// scenarios the hints are for.
+    pub fn app_knowledge(self) -> bool {
+        matches!(
+            self,
+            Scenario::FrameMix | Scenario::FrameMixHogs | Scenario::Roles | Scenario::RolesHogs
+        )
+    }
+
+    /// The load levels it runs at: a shape fixed by design (hogs saturate
+    /// the machine, a closed loop, the limit case) runs once, at `Fixed`.
+    pub fn levels(self) -> &'static [Level] {
+        match self {
+            Scenario::Render
+            | Scenario::RenderIdle
+            | Scenario::FrameOverShare
+            | Scenario::Messaging
+            | Scenario::Hackbench => &[Level::Fixed],
+            _ => &[Level::Light, Level::Near, Level::Over],
+        }
+    }
+}
+
+/// Offered load: the demand of a scenario's own threads (work plus the
+/// calibrated cost of their wakeups) relative to the capacity they can
+/// have: the whole guest, or in the scenarios beside another user's hogs,
+/// the share fairness gives the app's threads. Other users' hogs come on
+/// top.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Level {
+    /// About 50% of capacity.
+    Light,
+    /// About 90%.
+    Near,
+    /// About 120%: someone must wait.
+    Over,
+    /// The scenario's one shape (see [`Scenario::levels`]).
+    Fixed,
+}
+
+impl Level {
+    pub const ALL: [Level; 4] = [Level::Light, Level::Near, Level::Over, Level::Fixed];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Light => "light",
+            Level::Near => "near",
+            Level::Over => "over",
+            Level::Fixed => "fixed",
+        }
+    }
+
+    /// Offered load as a fraction of capacity (Fixed: the scenario's own).
+    pub fn frac(self) -> f64 {
+        match self {
+            Level::Light => 0.5,
+            Level::Near => 0.9,
+            Level::Over => 1.2,
+            Level::Fixed => 1.0,
+        }
+    }
+}
+
+/// What a scenario run needs besides the treatment: its level, the
+/// machine's calibration and timing.
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub level: Level,
+    pub calib: Calibration,
+    pub cpus: usize,
+    pub timing: Timing,
+}
+
+impl Params {
+    pub fn units(&self, cpu_ms: f64) -> u64 {
+        self.calib.units(cpu_ms)
     }
 }
 
@@ -74,16 +204,41 @@ pub struct Measurement {
 }
 
 impl Measurement {
-    fn set(&mut self, k: &str, v: f64) {
+    pub(crate) fn set(&mut self, k: &str, v: f64) {
         self.metrics.insert(k.to_string(), v);
     }
 
-    fn push_ns(&mut self, ns: u64) {
+    pub(crate) fn get(&self, k: &str) -> f64 {
+        self.metrics.get(k).copied().unwrap_or(0.0)
+    }
+
+    /// Records the offered and achieved rates of the latency threads'
+    /// events and the offered load. A run of a queue (`Backlog::Grows`)
+    /// whose events were served at less than 90% of the offered rate fell
+    /// behind without bound (its queue grows for as long as it runs):
+    /// `behind` = 1. A frame loop skips the periods it missed and a closed
+    /// loop offers what it achieves: they never fall behind for good.
+    pub(crate) fn rates(
+        &mut self,
+        offered_per_s: f64,
+        achieved_per_s: f64,
+        load_pct: f64,
+        b: Backlog,
+    ) {
+        self.set("offered_per_s", offered_per_s);
+        self.set("achieved_per_s", achieved_per_s);
+        self.set("offered_load_pct", load_pct);
+        let behind =
+            b == Backlog::Grows && offered_per_s > 0.0 && achieved_per_s < 0.9 * offered_per_s;
+        self.set("behind", if behind { 1.0 } else { 0.0 });
+    }
+
+    pub(crate) fn push_ns(&mut self, ns: u64) {
         self.lat_us.push((ns as f64 / 1000.0) as f32);
     }
 
     /// Adds the latency percentiles to the metrics.
-    fn finish(mut self) -> Self {
+    pub(crate) fn finish(mut self) -> Self {
         let mut v: Vec<f64> = self.lat_us.iter().map(|&x| x as f64).collect();
         v.sort_by(f64::total_cmp);
         self.set("samples", v.len() as f64);
@@ -97,6 +252,15 @@ impl Measurement {
     }
 }
 
+/// Whether a scenario's latency threads can fall behind without bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backlog {
+    /// Requests queue up: served slower than offered, the queue grows.
+    Grows,
+    /// A frame loop (skips missed periods) or a closed loop.
+    Bounded,
+}
+
 /// Timing of a run: `warmup` seconds not measured, then `secs` measured.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
@@ -104,27 +268,41 @@ pub struct Timing {
     pub secs: f64,
 }
 
-pub fn run(s: Scenario, cfg: Config, t: Timing, cpus: usize) -> Result<Measurement> {
+pub fn run(s: Scenario, cfg: Config, p: &Params) -> Result<Measurement> {
+    let cpus = p.cpus;
     let m = match s {
-        Scenario::Render => render(cfg, 2 * cpus, t)?,
-        Scenario::RenderIdle => render(Config::default(), 0, t)?,
-        Scenario::Dynamic => dynamic(cfg, cpus, t)?,
-        Scenario::ReqResp => req_resp(cfg, cpus, t)?,
-        Scenario::Wakeup => wakeup(cfg, cpus, t)?,
+        Scenario::Render => render(cfg, 2 * cpus, p)?,
+        Scenario::RenderIdle => render(Config::default(), 0, p)?,
+        Scenario::Dynamic => dynamic(cfg, p)?,
+        Scenario::ReqResp => req_resp(cfg, p)?,
+        Scenario::Wakeup => wakeup(cfg, p)?,
+        Scenario::FrameMix | Scenario::FrameMixHogs | Scenario::FrameOverShare => {
+            super::apps::frame_mix(s, cfg, p)?
+        }
+        Scenario::Roles | Scenario::RolesHogs => super::apps::roles(s, cfg, p)?,
+        Scenario::Messaging => super::apps::messaging(cfg, p)?,
+        Scenario::Hackbench => super::apps::hackbench(p)?,
     };
     Ok(m.finish())
 }
 
-/// Runs `hogs` with `bg` while `body` runs, and records their throughput
-/// over the measured window.
-fn with_hogs(
+/// CPUs fairness gives `app` always-runnable threads beside `hogs` hogs.
+pub fn fair_share(cpus: usize, app: usize, hogs: usize) -> f64 {
+    let app = app.max(1) as f64;
+    (cpus as f64) * app / (app + hogs as f64)
+}
+
+/// Runs `hogs` with `bg` (as `uid` if given) while `body` runs, and records
+/// their throughput over the measured window.
+pub(crate) fn with_hogs(
     m: &mut Measurement,
     n: usize,
     bg: Treatment,
+    uid: Option<u32>,
     clock: &Clock,
     body: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
-    let hogs = Hogs::start(n, bg);
+    let hogs = Hogs::start_as(n, bg, uid);
     let t0 = clock.wait_measure();
     let u0 = hogs.units();
     let t1 = clock.wait_end();
@@ -141,87 +319,129 @@ fn with_hogs(
     Ok(())
 }
 
-const FRAME_PERIOD: u64 = 16_000_000;
-const FRAME_WORK: u64 = 4_000_000;
+pub(crate) const FRAME_PERIOD: u64 = 16_000_000;
 
-/// A frame thread: absolute-time wakeups every 16 ms, 4 ms of CPU work per
-/// frame. Latency = wakeup time minus the requested time. A frame is missed
-/// when its work ends after its period; whole periods skipped because of an
-/// overrun count as missed too.
-fn render(cfg: Config, hogs: usize, t: Timing) -> Result<Measurement> {
-    let clock = Clock::new(t.warmup, t.secs);
-    let c = clock.clone();
-    let frame = spawn("frame", cfg.fg, move || {
-        let mut m = Measurement::default();
-        let (mut frames, mut missed, mut skipped_all) = (0u64, 0u64, 0u64);
-        let mut next = (mono_ns() / FRAME_PERIOD + 1) * FRAME_PERIOD;
-        while !c.stopped() {
-            sleep_until(next);
-            let woke = mono_ns();
-            let measured = c.measuring(next);
-            if measured {
-                m.push_ns(woke.saturating_sub(next));
-                frames += 1;
+/// A frame thread: absolute-time wakeups every `period` ns, `units` of
+/// work per frame. Latency = wakeup time minus the requested time. A frame
+/// is missed when its work ends after its period; whole periods skipped
+/// because of an overrun count as missed too. Also records the share of a
+/// CPU the thread got over the measured window.
+pub(crate) fn frame_loop(c: &Clock, period: u64, units: u64) -> Measurement {
+    let mut m = Measurement::default();
+    let (mut frames, mut missed, mut skipped_all) = (0u64, 0u64, 0u64);
+    let mut next = (mono_ns() / period + 1) * period;
+    let (mut cpu0, mut t0) = (None, 0);
+    let mut cpu1 = 0;
+    while !c.stopped() {
+        sleep_until(next);
+        let woke = mono_ns();
+        let measured = c.measuring(next);
+        if measured {
+            if cpu0.is_none() {
+                cpu0 = Some(thread_cpu_ns());
+                t0 = woke;
             }
-            work_cpu(FRAME_WORK, &c.stop);
-            let done = mono_ns();
-            next += FRAME_PERIOD;
-            if done > next {
-                let skipped = (done - next) / FRAME_PERIOD;
-                if measured {
-                    missed += 1 + skipped;
-                    skipped_all += skipped;
-                }
-                next += (skipped + 1) * FRAME_PERIOD;
-            }
+            m.push_ns(woke.saturating_sub(next));
+            frames += 1;
         }
-        // Periods: frames run plus periods skipped entirely.
-        let periods = frames + skipped_all;
-        m.set("frames", periods as f64);
-        m.set("missed", missed as f64);
-        m.set("missed_pct", 100.0 * missed as f64 / periods.max(1) as f64);
-        m
-    });
+        work_units(units, &c.stop);
+        let done = mono_ns();
+        if measured {
+            cpu1 = thread_cpu_ns();
+        }
+        next += period;
+        if done > next {
+            let skipped = (done - next) / period;
+            if measured {
+                missed += 1 + skipped;
+                skipped_all += skipped;
+            }
+            next += (skipped + 1) * period;
+        }
+    }
+    // Periods: frames run plus periods skipped entirely.
+    let periods = frames + skipped_all;
+    m.set("frames", periods as f64);
+    m.set("missed", missed as f64);
+    m.set("missed_pct", 100.0 * missed as f64 / periods.max(1) as f64);
+    if let Some(c0) = cpu0 {
+        let wall = (c.end.max(t0) - t0) as f64;
+        m.set("fg_cpu_share", (cpu1 - c0) as f64 / wall.max(1.0));
+    }
+    m
+}
+
+/// The frame thread: 25% of a CPU every 16 ms beside `hogs` hogs.
+fn render(cfg: Config, hogs: usize, p: &Params) -> Result<Measurement> {
+    let clock = Clock::new(p.timing.warmup, p.timing.secs);
+    let c = clock.clone();
+    let units = p.units(4.0);
+    let frame = spawn("frame", cfg.fg, move || frame_loop(&c, FRAME_PERIOD, units));
     let mut hog_m = Measurement::default();
     let mut frame_m = None;
-    with_hogs(&mut hog_m, hogs, cfg.bg, &clock, || {
+    with_hogs(&mut hog_m, hogs, cfg.bg, None, &clock, || {
         frame_m = Some(join(frame)?);
         Ok(())
     })?;
     let mut m = frame_m.expect("set by the body");
     m.metrics.extend(hog_m.metrics);
+    let periods_per_s = 1e9 / FRAME_PERIOD as f64;
+    let achieved = periods_per_s * (1.0 - m.get("missed_pct") / 100.0);
+    // A frame loop skips what it missed: it never falls behind for good.
+    m.rates(
+        periods_per_s,
+        achieved,
+        100.0 * 0.25 / p.cpus as f64,
+        Backlog::Bounded,
+    );
+    m.set("fg_achieved_per_s", achieved);
     Ok(m)
 }
 
 /// How the dynamic scenario's workers switch between request handling and
 /// batch work.
 #[derive(Clone, Copy, Debug)]
-enum Switch {
+pub(crate) enum Switch {
     /// They do not switch (no hints, no knobs).
     None,
-    /// `set_latency_class` interactive / batch: a store.
-    Hint,
-    /// `sched_setattr`: the fg knob's own policy / SCHED_BATCH.
+    /// `set_latency_class` to the fg class / the bg class (Normal if none).
+    Hint(LatencyClass, LatencyClass),
+    /// `sched_setattr`: the fg knob's own policy / the bg knob's.
     Syscall(SchedAttr, SchedAttr),
 }
 
-fn switch_of(cfg: Config) -> Switch {
-    if cfg.fg.class.is_some() {
-        return Switch::Hint;
+/// The system call a knob is as a role switch (nice and policy in one).
+fn knob_attr(k: Knob) -> SchedAttr {
+    match k {
+        Knob::Nice(n) => SchedAttr::other(n),
+        Knob::Slice(ns) => policy(libc::SCHED_OTHER, ns),
+        Knob::Batch => policy(libc::SCHED_BATCH, 0),
+        Knob::Idle => policy(libc::SCHED_IDLE, 0),
+        Knob::None => SchedAttr::other(0),
+    }
+}
+
+pub(crate) fn switch_of(cfg: Config) -> Switch {
+    if cfg.fg.class.is_some() || cfg.bg.class.is_some() {
+        return Switch::Hint(
+            cfg.fg.class.unwrap_or(LatencyClass::Normal),
+            cfg.bg.class.unwrap_or(LatencyClass::Normal),
+        );
     }
     if cfg.fg.knob == Knob::None && cfg.bg.knob == Knob::None {
         return Switch::None;
     }
-    let fg = match cfg.fg.knob {
-        Knob::Nice(n) => SchedAttr::other(n),
-        Knob::Slice(ns) => policy(libc::SCHED_OTHER, ns),
-        _ => SchedAttr::other(0),
+    // A knob contender with no bulk-phase knob of its own demotes the bulk
+    // phase to SCHED_BATCH (the previous dynamic scenario's comparison).
+    let bg = match cfg.bg.knob {
+        Knob::None => Knob::Batch,
+        k => k,
     };
-    Switch::Syscall(fg, policy(libc::SCHED_BATCH, 0))
+    Switch::Syscall(knob_attr(cfg.fg.knob), knob_attr(bg))
 }
 
 #[inline(always)]
-fn tsc() -> u64 {
+pub(crate) fn tsc() -> u64 {
     // SAFETY: rdtsc has no preconditions on x86_64.
     #[cfg(target_arch = "x86_64")]
     unsafe {
@@ -231,68 +451,96 @@ fn tsc() -> u64 {
     mono_ns()
 }
 
-const REQ_PERIOD: u64 = 1_000_000;
-const REQ_WORK: u64 = 50_000;
-const BATCH_CHUNK: u64 = 200_000;
+/// A role switch, timed with the TSC. A system call refused (EPERM: an
+/// unprivileged thread cannot raise its priority back) is counted, and the
+/// thread carries on where it is: that is what such an app can do.
+pub(crate) struct Switcher {
+    sw: Switch,
+    empty: u64,
+    pub ticks: Vec<u64>,
+    pub refused: u64,
+}
 
-/// Workers (one per CPU) each get a request every millisecond. Per request
-/// a worker switches to interactive, waits for and handles it (50 us of
-/// CPU), switches to batch and does a 200 us batch chunk: two switches per
-/// request. Each switch is timed with the TSC (the timer's own cost
-/// subtracted); the switch cost is that time over the CPU time used.
-fn dynamic(cfg: Config, cpus: usize, t: Timing) -> Result<Measurement> {
+impl Switcher {
+    pub fn new(sw: Switch) -> Switcher {
+        // The timer's own cost: an empty timed region.
+        let mut empty = u64::MAX;
+        for _ in 0..1000 {
+            let a = tsc();
+            let b = tsc();
+            empty = empty.min(b - a);
+        }
+        Switcher {
+            sw,
+            empty,
+            ticks: Vec::new(),
+            refused: 0,
+        }
+    }
+
+    pub fn switch(&mut self, fg: bool, measured: bool) -> Result<()> {
+        let a = tsc();
+        match self.sw {
+            Switch::None => {}
+            Switch::Hint(f, b) => scx_hints::set_latency_class(if fg { f } else { b }),
+            Switch::Syscall(ref f, ref b) => {
+                if sys::sched_setattr(if fg { f } else { b }) != 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.raw_os_error() != Some(libc::EPERM) {
+                        bail!("sched_setattr: {e}");
+                    }
+                    if measured {
+                        self.refused += 1;
+                    }
+                }
+            }
+        }
+        let b = tsc();
+        if measured && !matches!(self.sw, Switch::None) {
+            self.ticks.push((b - a).saturating_sub(self.empty));
+        }
+        Ok(())
+    }
+}
+
+const REQ_WORK_MS: f64 = 0.05;
+const BATCH_CHUNK_MS: f64 = 0.2;
+
+/// Workers (one per CPU) each get a request every period. Per request a
+/// worker switches to its request role, waits for and handles it (0.05
+/// CPU-ms), switches to its batch role and does a 0.2 CPU-ms batch chunk:
+/// two switches per request. Each switch is timed with the TSC (the
+/// timer's own cost subtracted). One hog per CPU; the period makes the
+/// workers' demand the level's share of what fairness gives them.
+fn dynamic(cfg: Config, p: &Params) -> Result<Measurement> {
+    let cpus = p.cpus;
     let sw = switch_of(cfg);
-    let clock = Clock::new(t.warmup, t.secs);
+    let clock = Clock::new(p.timing.warmup, p.timing.secs);
+    let demand_ms = REQ_WORK_MS + BATCH_CHUNK_MS + 2.0 * p.calib.wake_cpu_ms();
+    let share = fair_share(cpus, cpus, cpus) / cpus as f64;
+    let period = (demand_ms / (p.level.frac() * share) * 1e6) as u64;
+    let (req_units, batch_units) = (p.units(REQ_WORK_MS), p.units(BATCH_CHUNK_MS));
     let mut senders = Vec::new();
     let mut workers = Vec::new();
-    let fg_start = Treatment {
-        class: cfg.fg.class,
-        knob: cfg.fg.knob,
-    };
     for _ in 0..cpus {
         let (tx, rx) = channel::unbounded::<u64>();
         senders.push(tx);
         let c = clock.clone();
-        workers.push(spawn("dyn-worker", fg_start, move || -> Result<_> {
+        workers.push(spawn("dyn-worker", cfg.fg, move || -> Result<_> {
             let mut m = Measurement::default();
-            // The timer's own cost: an empty timed region.
-            let mut empty = u64::MAX;
-            for _ in 0..1000 {
-                let a = tsc();
-                let b = tsc();
-                empty = empty.min(b - a);
-            }
-            let mut switch_ticks: Vec<u64> = Vec::new();
+            let mut s = Switcher::new(sw);
             let mut batch = 0u64;
-            let mut do_switch = |interactive: bool, measured: bool| -> Result<()> {
-                let a = tsc();
-                match sw {
-                    Switch::None => {}
-                    Switch::Hint => scx_hints::set_latency_class(if interactive {
-                        LatencyClass::Interactive
-                    } else {
-                        LatencyClass::Batch
-                    }),
-                    Switch::Syscall(ref fg, ref bg) => {
-                        if sys::sched_setattr(if interactive { fg } else { bg }) != 0 {
-                            bail!("sched_setattr: {}", std::io::Error::last_os_error());
-                        }
-                    }
-                }
-                let b = tsc();
-                if measured && !matches!(sw, Switch::None) {
-                    switch_ticks.push((b - a).saturating_sub(empty));
-                }
-                Ok(())
-            };
-            let (t0, c0, k0) = (mono_ns(), super::workload::thread_cpu_ns(), tsc());
+            let (t0, k0) = (mono_ns(), tsc());
             let mut cpu_in_window = 0u64;
             loop {
                 let measured = c.measuring(mono_ns());
-                do_switch(true, measured)?;
+                s.switch(true, measured)?;
+                // Requests still queued at the end are not drained: a worker
+                // that fell behind would take as long as it is behind.
                 let sent = match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(_) | Err(_) if c.stopped() => break,
                     Ok(ts) => ts,
-                    Err(channel::RecvTimeoutError::Timeout) if !c.stopped() => continue,
+                    Err(channel::RecvTimeoutError::Timeout) => continue,
                     Err(_) => break,
                 };
                 let start = mono_ns();
@@ -300,23 +548,23 @@ fn dynamic(cfg: Config, cpus: usize, t: Timing) -> Result<Measurement> {
                 if measured {
                     m.push_ns(start.saturating_sub(sent));
                 }
-                let cpu_a = super::workload::thread_cpu_ns();
-                work_cpu(REQ_WORK, &c.stop);
-                do_switch(false, measured)?;
-                work_cpu(BATCH_CHUNK, &c.stop);
+                let cpu_a = thread_cpu_ns();
+                work_units(req_units, &c.stop);
+                s.switch(false, measured)?;
+                work_units(batch_units, &c.stop);
                 if measured {
                     batch += 1;
-                    cpu_in_window += super::workload::thread_cpu_ns() - cpu_a;
+                    cpu_in_window += thread_cpu_ns() - cpu_a;
                 }
             }
-            let (t1, c1, k1) = (mono_ns(), super::workload::thread_cpu_ns(), tsc());
-            let _ = c1 - c0;
+            let (t1, k1) = (mono_ns(), tsc());
             let tsc_per_ns = (k1 - k0) as f64 / (t1 - t0).max(1) as f64;
-            let total: u64 = switch_ticks.iter().sum();
-            m.set("switches", switch_ticks.len() as f64);
+            let total: u64 = s.ticks.iter().sum();
+            m.set("switches", s.ticks.len() as f64);
             m.set("switch_ns_total", total as f64 / tsc_per_ns);
-            switch_ticks.sort_unstable();
-            if let Some(&med) = switch_ticks.get(switch_ticks.len() / 2) {
+            m.set("refused", s.refused as f64);
+            s.ticks.sort_unstable();
+            if let Some(&med) = s.ticks.get(s.ticks.len() / 2) {
                 m.set("switch_ns_median", med as f64 / tsc_per_ns);
             }
             m.set("cpu_ns", cpu_in_window as f64);
@@ -326,40 +574,48 @@ fn dynamic(cfg: Config, cpus: usize, t: Timing) -> Result<Measurement> {
     }
     let c = clock.clone();
     let gen = spawn("dyn-gen", cfg.fg, move || {
-        let mut next = mono_ns() + REQ_PERIOD;
+        let mut next = mono_ns() + period;
         while !c.stopped() {
             sleep_until(next);
             for tx in &senders {
                 let _ = tx.send(next);
             }
-            next += REQ_PERIOD;
+            next += period;
         }
         // Dropping the senders ends the workers.
     });
     let mut m = Measurement::default();
     let mut parts = Vec::new();
-    with_hogs(&mut m, cpus, cfg.bg, &clock, || {
+    with_hogs(&mut m, cpus, cfg.bg, None, &clock, || {
         join(gen)?;
         for w in workers {
             parts.push(join(w)??);
         }
         Ok(())
     })?;
+    let secs = p.timing.secs;
     let (mut switches, mut switch_ns, mut cpu, mut batch) = (0.0, 0.0, 0.0, 0.0);
     let mut medians = Vec::new();
-    for p in parts {
-        if let Some(&x) = p.metrics.get("switch_ns_median") {
+    for part in parts {
+        if let Some(&x) = part.metrics.get("switch_ns_median") {
             medians.push(x);
         }
-        switches += p.metrics["switches"];
-        switch_ns += p.metrics["switch_ns_total"];
-        cpu += p.metrics["cpu_ns"];
-        batch += p.metrics["batch_chunks"];
-        m.lat_us.extend(p.lat_us);
+        switches += part.get("switches");
+        switch_ns += part.get("switch_ns_total");
+        cpu += part.get("cpu_ns");
+        batch += part.get("batch_chunks");
+        m.lat_us.extend(part.lat_us);
     }
-    m.set("switches_per_s", switches / t.secs);
-    m.set("requests_per_s", m.lat_us.len() as f64 / t.secs);
-    m.set("batch_chunks_per_s", batch / t.secs);
+    let offered = cpus as f64 * 1e9 / period as f64;
+    m.rates(
+        offered,
+        m.lat_us.len() as f64 / secs,
+        100.0 * p.level.frac(),
+        Backlog::Grows,
+    );
+    m.set("switches_per_s", switches / secs);
+    m.set("requests_per_s", m.lat_us.len() as f64 / secs);
+    m.set("batch_chunks_per_s", batch / secs);
     if switches > 0.0 && !medians.is_empty() {
         // The typical switch (median over switches, median over workers):
         // a mean would include the times a worker was preempted inside the
@@ -376,15 +632,24 @@ fn dynamic(cfg: Config, cpus: usize, t: Timing) -> Result<Measurement> {
     Ok(m)
 }
 
-const RR_THINK: u64 = 1_000_000;
-const RR_WORK: u64 = 100_000;
+const RR_WORK_MS: f64 = 0.1;
 
 /// One client/server pair per CPU over crossbeam channels: the client sends
-/// a request, the server does 100 us of CPU work and replies, the client
-/// records the round trip and thinks for 1 ms.
-fn req_resp(cfg: Config, cpus: usize, t: Timing) -> Result<Measurement> {
-    let clock = Clock::new(t.warmup, t.secs);
+/// a request, the server does 0.1 CPU-ms of work and replies, the client
+/// records the round trip and thinks; the think time makes the pairs'
+/// demand the level's share of what fairness gives them beside 2 hogs per
+/// CPU.
+fn req_resp(cfg: Config, p: &Params) -> Result<Measurement> {
+    let cpus = p.cpus;
+    let clock = Clock::new(p.timing.warmup, p.timing.secs);
     let done = Arc::new(AtomicU64::new(0));
+    let demand_ms = RR_WORK_MS + 2.0 * p.calib.wake_cpu_ms();
+    // Each pair keeps about one thread runnable: a pair's share is one
+    // thread's.
+    let share = fair_share(cpus, cpus, 2 * cpus) / cpus as f64;
+    let cycle_ms = demand_ms / (p.level.frac() * share);
+    let think = ((cycle_ms - RR_WORK_MS - p.calib.wake_rtt_us / 1000.0).max(0.0) * 1e6) as u64;
+    let work = p.units(RR_WORK_MS);
     let mut handles = Vec::new();
     let mut servers = Vec::new();
     for _ in 0..cpus {
@@ -393,7 +658,7 @@ fn req_resp(cfg: Config, cpus: usize, t: Timing) -> Result<Measurement> {
         let c = clock.clone();
         servers.push(spawn("rr-server", cfg.fg, move || {
             while let Ok(ts) = req_rx.recv() {
-                work_cpu(RR_WORK, &c.stop);
+                work_units(work, &c.stop);
                 if rep_tx.send(ts).is_err() {
                     break;
                 }
@@ -413,14 +678,14 @@ fn req_resp(cfg: Config, cpus: usize, t: Timing) -> Result<Measurement> {
                     m.push_ns(t1 - t0);
                     done.fetch_add(1, Ordering::Relaxed);
                 }
-                sleep_until(t1 + RR_THINK);
+                sleep_until(t1 + think);
             }
             m
         }));
     }
     let mut m = Measurement::default();
     let mut parts = Vec::new();
-    with_hogs(&mut m, 2 * cpus, cfg.bg, &clock, || {
+    with_hogs(&mut m, 2 * cpus, cfg.bg, None, &clock, || {
         for h in handles {
             parts.push(join(h)?);
         }
@@ -429,45 +694,55 @@ fn req_resp(cfg: Config, cpus: usize, t: Timing) -> Result<Measurement> {
         }
         Ok(())
     })?;
-    for p in parts {
-        m.lat_us.extend(p.lat_us);
+    for part in parts {
+        m.lat_us.extend(part.lat_us);
     }
-    m.set(
-        "requests_per_s",
-        done.load(Ordering::Relaxed) as f64 / t.secs,
-    );
+    let rps = done.load(Ordering::Relaxed) as f64 / p.timing.secs;
+    m.set("requests_per_s", rps);
+    // A closed loop: at most one request per cycle per pair is offered.
+    let offered = cpus as f64 * 1e3 / cycle_ms;
+    m.rates(offered, rps, 100.0 * p.level.frac(), Backlog::Bounded);
+    m.set("fg_achieved_per_s", rps);
     Ok(m)
 }
 
-const WAKE_PERIOD: u64 = 5_000_000;
-const WAKE_WORK: u64 = 200_000;
+const WAKE_WORK_MS: f64 = 0.2;
 
-/// schbench-style: a messenger wakes 2 workers per CPU every 5 ms (absolute
-/// time) through their channels; each worker records the time from the
-/// message to running and does 200 us of CPU work. 1 hog per CPU.
-fn wakeup(cfg: Config, cpus: usize, t: Timing) -> Result<Measurement> {
-    let clock = Clock::new(t.warmup, t.secs);
+/// schbench-style: a messenger wakes 2 workers per CPU every period
+/// (absolute time) through their channels; each worker records the time
+/// from the message to running and does 0.2 CPU-ms of work. 1 hog per CPU.
+fn wakeup(cfg: Config, p: &Params) -> Result<Measurement> {
+    let cpus = p.cpus;
+    let clock = Clock::new(p.timing.warmup, p.timing.secs);
+    let workers_n = 2 * cpus;
+    let demand_ms = workers_n as f64 * (WAKE_WORK_MS + p.calib.wake_cpu_ms());
+    let share = fair_share(cpus, workers_n, cpus);
+    let period = (demand_ms / (p.level.frac() * share) * 1e6) as u64;
+    let work = p.units(WAKE_WORK_MS);
+    let handled = Arc::new(AtomicU64::new(0));
     let mut senders = Vec::new();
     let mut workers = Vec::new();
-    for _ in 0..2 * cpus {
+    for _ in 0..workers_n {
         let (tx, rx) = channel::unbounded::<u64>();
         senders.push(tx);
         let c = clock.clone();
+        let handled = handled.clone();
         workers.push(spawn("wk-worker", cfg.fg, move || {
             let mut m = Measurement::default();
             while let Ok(ts) = rx.recv() {
                 let now = mono_ns();
                 if c.measuring(ts) {
                     m.push_ns(now.saturating_sub(ts));
+                    handled.fetch_add(1, Ordering::Relaxed);
                 }
-                work_cpu(WAKE_WORK, &c.stop);
+                work_units(work, &c.stop);
             }
             m
         }));
     }
     let c = clock.clone();
     let messenger = spawn("wk-messenger", cfg.fg, move || {
-        let mut next = mono_ns() + WAKE_PERIOD;
+        let mut next = mono_ns() + period;
         let mut rounds = 0u64;
         while !c.stopped() {
             sleep_until(next);
@@ -478,10 +753,10 @@ fn wakeup(cfg: Config, cpus: usize, t: Timing) -> Result<Measurement> {
             if c.measuring(ts) {
                 rounds += 1;
             }
-            next += WAKE_PERIOD;
+            next += period;
             let now = mono_ns();
             if now > next {
-                next += (now - next) / WAKE_PERIOD * WAKE_PERIOD + WAKE_PERIOD;
+                next += (now - next) / period * period + period;
             }
         }
         rounds
@@ -489,16 +764,23 @@ fn wakeup(cfg: Config, cpus: usize, t: Timing) -> Result<Measurement> {
     let mut m = Measurement::default();
     let mut parts = Vec::new();
     let mut rounds = 0;
-    with_hogs(&mut m, cpus, cfg.bg, &clock, || {
+    with_hogs(&mut m, cpus, cfg.bg, None, &clock, || {
         rounds = join(messenger)?;
         for w in workers {
             parts.push(join(w)?);
         }
         Ok(())
     })?;
-    for p in parts {
-        m.lat_us.extend(p.lat_us);
+    for part in parts {
+        m.lat_us.extend(part.lat_us);
     }
-    m.set("rounds_per_s", rounds as f64 / t.secs);
+    let secs = p.timing.secs;
+    m.set("rounds_per_s", rounds as f64 / secs);
+    m.rates(
+        workers_n as f64 * 1e9 / period as f64,
+        handled.load(Ordering::Relaxed) as f64 / secs,
+        100.0 * p.level.frac(),
+        Backlog::Grows,
+    );
     Ok(m)
 }

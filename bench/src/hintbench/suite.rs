@@ -9,7 +9,8 @@ use anyhow::{bail, Context, Result};
 use scx_hints::LatencyClass;
 use serde::{Deserialize, Serialize};
 
-use super::scenarios::{self, Measurement, Scenario, Timing};
+use super::calib::{self, Calibration};
+use super::scenarios::{self, Level, Measurement, Params, Scenario, Timing};
 use super::sched::{self, Running};
 use super::workload::{Config, Knob, Treatment};
 
@@ -38,7 +39,10 @@ fn contender(
     }
 }
 
-/// Every contender, in the order the tables show them.
+/// Every contender, in the order the tables show them. "fg" is the
+/// latency threads' treatment, "bg" the load's: the hogs in the first
+/// scenarios, the app's own background threads (or bulk role) in the
+/// app-knowledge ones, where other users' hogs are never treated.
 pub fn all_contenders() -> Vec<Contender> {
     use LatencyClass::{Background, Interactive};
     let none = Treatment::NONE;
@@ -55,28 +59,36 @@ pub fn all_contenders() -> Vec<Contender> {
             None,
             Treatment::knob(Knob::Nice(-10)),
             none,
-            "EEVDF, latency threads at nice -10 (root)",
+            "EEVDF, latency threads at nice -10 (needs root)",
         ),
         contender(
             "eevdf-slice",
             None,
             Treatment::knob(Knob::Slice(500_000)),
             none,
-            "EEVDF, latency threads request a 0.5 ms slice (sched_setattr sched_runtime)",
+            "EEVDF, latency threads request a 0.5 ms slice (sched_setattr sched_runtime; \
+             unprivileged)",
         ),
         contender(
-            "eevdf-hogs-idle",
+            "eevdf-bg-nice",
             None,
             none,
-            Treatment::knob(Knob::Idle),
-            "EEVDF, load threads under SCHED_IDLE",
+            Treatment::knob(Knob::Nice(10)),
+            "EEVDF, load / background at nice 10 (unprivileged)",
         ),
         contender(
-            "eevdf-hogs-batch",
+            "eevdf-bg-batch",
             None,
             none,
             Treatment::knob(Knob::Batch),
-            "EEVDF, load threads under SCHED_BATCH",
+            "EEVDF, load / background under SCHED_BATCH (unprivileged)",
+        ),
+        contender(
+            "eevdf-bg-idle",
+            None,
+            none,
+            Treatment::knob(Knob::Idle),
+            "EEVDF, load / background under SCHED_IDLE (unprivileged)",
         ),
         contender(
             "hinted-nohints",
@@ -90,14 +102,14 @@ pub fn all_contenders() -> Vec<Contender> {
             Some("hinted"),
             Treatment::hint(Interactive),
             none,
-            "scx_hinted, latency threads hinted interactive, load unhinted (own thread only)",
+            "scx_hinted, latency threads hinted interactive, load unhinted",
         ),
         contender(
             "hinted-both",
             Some("hinted"),
             Treatment::hint(Interactive),
             Treatment::hint(Background),
-            "scx_hinted, latency threads interactive, load background (both annotated)",
+            "scx_hinted, latency threads interactive, load / background threads background",
         ),
         contender(
             "bpfland",
@@ -113,8 +125,26 @@ pub fn all_contenders() -> Vec<Contender> {
             none,
             "scx_lavd (crates.io), no hints",
         ),
+        contender(
+            "cosmos",
+            Some("cosmos"),
+            none,
+            none,
+            "scx_cosmos (crates.io), no hints",
+        ),
     ]
 }
+
+/// EEVDF's knobs an unprivileged app can apply to its own threads.
+pub const UNPRIVILEGED_KNOBS: [&str; 4] = [
+    "eevdf-slice",
+    "eevdf-bg-nice",
+    "eevdf-bg-batch",
+    "eevdf-bg-idle",
+];
+
+/// The published sched_ext schedulers' contenders.
+pub const PUBLISHED: [&str; 3] = ["bpfland", "lavd", "cosmos"];
 
 /// What a plan runs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -122,14 +152,20 @@ pub struct Plan {
     pub name: String,
     pub contenders: Vec<String>,
     pub scenarios: Vec<Scenario>,
+    /// Levels to run (each scenario runs those of its own levels that are
+    /// listed; a scenario with none of them listed runs its first).
+    pub levels: Vec<Level>,
     pub reps: usize,
-    /// Seconds measured per render run / per other run, and warm-up.
+    /// Seconds measured per frame-paced run / per other run, and warm-up.
     pub render_secs: f64,
     pub other_secs: f64,
     pub warmup: f64,
     /// Seconds of the BPF run-time statistics pass per scheduler (0: none).
     pub bpf_secs: f64,
 }
+
+/// The demo's scenario and level: where the app's knowledge matters most.
+pub const DEMO: (Scenario, Level) = (Scenario::FrameMix, Level::Over);
 
 impl Plan {
     pub fn named(name: &str) -> Result<Plan> {
@@ -138,13 +174,25 @@ impl Plan {
         Ok(match name {
             "demo" => Plan {
                 name: name.into(),
-                contenders: ["eevdf", "hinted-nohints", "hinted-both"]
-                    .map(String::from)
-                    .to_vec(),
-                scenarios: vec![Scenario::Render, Scenario::RenderIdle],
+                contenders: [
+                    "eevdf",
+                    "eevdf-slice",
+                    "eevdf-bg-nice",
+                    "eevdf-bg-batch",
+                    "eevdf-bg-idle",
+                    "hinted-nohints",
+                    "hinted-both",
+                    "bpfland",
+                    "lavd",
+                    "cosmos",
+                ]
+                .map(String::from)
+                .to_vec(),
+                scenarios: vec![DEMO.0],
+                levels: vec![DEMO.1],
                 reps: 3,
-                render_secs: 5.0,
-                other_secs: 0.0,
+                render_secs: 4.0,
+                other_secs: 4.0,
                 warmup: 0.5,
                 bpf_secs: 0.0,
             },
@@ -152,43 +200,84 @@ impl Plan {
                 name: name.into(),
                 contenders: all,
                 scenarios: everything,
+                levels: vec![Level::Near, Level::Fixed],
                 reps: 1,
-                render_secs: 2.0,
-                other_secs: 1.5,
-                warmup: 0.3,
-                bpf_secs: 2.0,
+                render_secs: 1.0,
+                other_secs: 0.8,
+                warmup: 0.2,
+                bpf_secs: 1.5,
             },
             "full" => Plan {
                 name: name.into(),
                 contenders: all,
                 scenarios: everything,
+                levels: Level::ALL.to_vec(),
                 reps: 3,
-                render_secs: 12.0,
-                other_secs: 5.0,
-                warmup: 0.5,
-                bpf_secs: 8.0,
+                render_secs: 2.2,
+                other_secs: 1.6,
+                warmup: 0.3,
+                bpf_secs: 6.0,
             },
             _ => bail!("unknown plan {name:?} (demo, quick, full)"),
         })
     }
 
-    fn timing(&self, s: Scenario) -> Timing {
+    pub fn timing(&self, s: Scenario) -> Timing {
         Timing {
             warmup: self.warmup,
             secs: match s {
-                Scenario::Render | Scenario::RenderIdle => self.render_secs,
+                Scenario::Render
+                | Scenario::RenderIdle
+                | Scenario::FrameMix
+                | Scenario::FrameMixHogs
+                | Scenario::FrameOverShare => self.render_secs,
                 _ => self.other_secs,
             },
         }
+    }
+
+    /// The levels scenario `s` runs at under this plan.
+    pub fn levels_of(&self, s: Scenario) -> Vec<Level> {
+        let own = s.levels();
+        let v: Vec<Level> = own
+            .iter()
+            .copied()
+            .filter(|l| self.levels.contains(l))
+            .collect();
+        if v.is_empty() {
+            vec![own[0]]
+        } else {
+            v
+        }
+    }
+
+    /// Every (scenario, level) this plan runs, in order.
+    pub fn cases(&self) -> Vec<(Scenario, Level)> {
+        self.scenarios
+            .iter()
+            .flat_map(|&s| self.levels_of(s).into_iter().map(move |l| (s, l)))
+            .collect()
     }
 }
 
 /// Whether scenario `s` runs under contender `c`. The idle floor is a
 /// property of the machine: measured once per repetition, under EEVDF.
+/// Messaging has no hints and no knobs: no-hint contenders only. The
+/// app-knowledge scenarios run every unprivileged contender; the first
+/// scenarios keep to the contenders their goals compare (and SCHED_BATCH
+/// load in `dynamic`, whose switches it times).
 pub fn runs_under(s: Scenario, c: &Contender) -> bool {
+    let n = c.name.as_str();
+    let published = PUBLISHED.contains(&n);
     match s {
-        Scenario::RenderIdle => c.name == "eevdf",
-        _ => true,
+        Scenario::RenderIdle => n == "eevdf",
+        Scenario::Messaging | Scenario::Hackbench => {
+            n == "eevdf" || n == "hinted-nohints" || published
+        }
+        _ if s.app_knowledge() || s == Scenario::FrameOverShare => n != "eevdf-nice",
+        Scenario::Render => !n.starts_with("eevdf-") || n == "eevdf-nice",
+        Scenario::Dynamic => !n.starts_with("eevdf-") || n == "eevdf-bg-batch",
+        _ => !n.starts_with("eevdf-"),
     }
 }
 
@@ -197,7 +286,13 @@ pub struct Run {
     pub rep: usize,
     pub contender: String,
     pub scenario: Scenario,
+    #[serde(default = "fixed")]
+    pub level: Level,
     pub m: Measurement,
+}
+
+fn fixed() -> Level {
+    Level::Fixed
 }
 
 /// BPF run-time statistics of one scheduler's struct_ops programs.
@@ -215,6 +310,11 @@ pub struct Results {
     pub plan: Plan,
     pub kernel: String,
     pub cpus: usize,
+    /// The machine measured before each repetition and after the last
+    /// (EEVDF, nothing else running). Work is sized from the first.
+    pub calibrations: Vec<Calibration>,
+    /// Largest relative change of capacity from the first calibration.
+    pub drift: f64,
     pub contenders: Vec<Contender>,
     /// Contender -> why it was not run.
     pub skipped: BTreeMap<String, String>,
@@ -240,10 +340,14 @@ pub fn run(
         bail!("a sched_ext scheduler is already attached: detach it first");
     }
     let cpus = crate::env::cpus();
+    let first = calib::measure(cpus)?;
+    println!("hintbench: calibration: {}", first.line());
     let mut res = Results {
         plan: plan.clone(),
         kernel: crate::env::kernel(),
         cpus,
+        calibrations: vec![first.clone()],
+        drift: 0.0,
         contenders: Vec::new(),
         skipped: BTreeMap::new(),
         ops: BTreeMap::new(),
@@ -280,17 +384,27 @@ pub fn run(
         std::fs::rename(&tmp_out, out)?;
         Ok(())
     };
+    let cases = plan.cases();
     let total: usize = plan.reps
         * res
             .contenders
             .iter()
-            .map(|c| plan.scenarios.iter().filter(|s| runs_under(**s, c)).count())
+            .map(|c| cases.iter().filter(|(s, _)| runs_under(*s, c)).count())
             .sum::<usize>();
+    let params = |s: Scenario, level: Level| Params {
+        level,
+        calib: first.clone(),
+        cpus,
+        timing: plan.timing(s),
+    };
     let mut done = 0;
     // Published schedulers that cannot attach on this kernel are left out
     // (and listed with the reason) rather than failing the suite.
     let mut unusable: BTreeMap<String, String> = BTreeMap::new();
     for rep in 0..plan.reps {
+        if rep > 0 {
+            recalibrate(&mut res, cpus)?;
+        }
         // Alternate: odd repetitions run the groups and their members in
         // reverse order, so that no contender always runs first or last.
         let mut order = groups.clone();
@@ -342,15 +456,22 @@ pub fn run(
                 }
             };
             'members: for c in &members {
-                for &s in &plan.scenarios {
+                for &(s, level) in &cases {
                     if !runs_under(s, c) {
                         continue;
                     }
-                    let result = scenarios::run(s, c.cfg, plan.timing(s), cpus);
+                    let t0 = std::time::Instant::now();
+                    let result = scenarios::run(s, c.cfg, &params(s, level));
+                    let took = t0.elapsed().as_secs_f64();
                     done += 1;
                     if let Some(r) = running.as_mut() {
                         if let Err(e) = r.check() {
-                            let msg = format!("rep {rep} {} {}: {e:#}", s.name(), c.name);
+                            let msg = format!(
+                                "rep {rep} {} {} {}: {e:#}",
+                                s.name(),
+                                level.name(),
+                                c.name
+                            );
                             println!("hintbench: {msg}");
                             res.errors.push(msg);
                             running = None;
@@ -360,9 +481,11 @@ pub fn run(
                     match result {
                         Ok(m) => {
                             println!(
-                                "hintbench: [{done}/{total}] rep {} {:<12} {:<17} {}",
+                                "hintbench: [{done}/{total}] rep {} {:<16} {:<5} {:<15} {} \
+                                 ({took:.1} s)",
                                 rep + 1,
                                 s.name(),
+                                level.name(),
                                 c.name,
                                 brief(&m)
                             );
@@ -370,11 +493,17 @@ pub fn run(
                                 rep,
                                 contender: c.name.clone(),
                                 scenario: s,
+                                level,
                                 m,
                             });
                         }
                         Err(e) => {
-                            let msg = format!("rep {rep} {} {}: {e:#}", s.name(), c.name);
+                            let msg = format!(
+                                "rep {rep} {} {} {}: {e:#}",
+                                s.name(),
+                                level.name(),
+                                c.name
+                            );
                             println!("hintbench: {msg}");
                             res.errors.push(msg);
                         }
@@ -406,6 +535,7 @@ pub fn run(
         }
         res.contenders.retain(|c| c.sched.as_ref() != Some(k));
     }
+    recalibrate(&mut res, cpus)?;
     if plan.bpf_secs > 0.0 {
         let usable: BTreeMap<String, (PathBuf, Vec<String>)> = scheds
             .iter()
@@ -417,6 +547,26 @@ pub fn run(
     save(&res)?;
     Ok(res)
 }
+
+/// Measures the machine again and updates the drift.
+fn recalibrate(res: &mut Results, cpus: usize) -> Result<()> {
+    let c = calib::measure(cpus)?;
+    let d = res.calibrations[0].drift(&c);
+    println!(
+        "hintbench: calibration again: {} (capacity {:+.1}% from the first)",
+        c.line(),
+        100.0 * d
+    );
+    if d.abs() > res.drift.abs() {
+        res.drift = d;
+    }
+    res.calibrations.push(c);
+    Ok(())
+}
+
+/// Capacity drift beyond which a run is flagged (host noise moved the
+/// machine under the benchmark).
+pub const DRIFT_LIMIT: f64 = 0.10;
 
 fn brief(m: &Measurement) -> String {
     let g = |k: &str| m.metrics.get(k).copied();
@@ -430,6 +580,15 @@ fn brief(m: &Measurement) -> String {
     }
     if let Some(x) = g("hog_units_per_s") {
         s += &format!("  hogs {x:.0}/s");
+    }
+    if let (Some(o), Some(a)) = (g("offered_per_s"), g("achieved_per_s")) {
+        s += &format!("  offered {o:.0}/s achieved {a:.0}/s");
+    }
+    if g("behind") == Some(1.0) {
+        s += "  BEHIND";
+    }
+    if let Some(x) = g("refused_per_s").filter(|x| *x > 0.0) {
+        s += &format!("  refused {x:.0}/s");
     }
     if let Some(x) = g("switch_ns") {
         s += &format!("  switch {x:.0} ns");
@@ -491,11 +650,15 @@ fn bpf_pass(
             let m = scenarios::run(
                 Scenario::Render,
                 cfg,
-                Timing {
-                    warmup: 0.0,
-                    secs: plan.bpf_secs,
+                &Params {
+                    level: Level::Fixed,
+                    calib: res.calibrations[0].clone(),
+                    cpus,
+                    timing: Timing {
+                        warmup: 0.0,
+                        secs: plan.bpf_secs,
+                    },
                 },
-                cpus,
             );
             let after = struct_ops_stats();
             let _ = std::fs::write(KNOB, "0");

@@ -66,6 +66,49 @@ pub fn work_cpu(ns: u64, stop: &AtomicBool) {
     }
 }
 
+/// Spin iterations per unit of the scenarios' work loop. The calibration
+/// measures how many units a vCPU does per CPU-millisecond; scenarios size
+/// their work in units derived from that, never in absolute time.
+pub const WORK_UNIT: u32 = 256;
+
+/// Does `n` units of the work loop (a fixed amount of computation, however
+/// long it takes), or fewer if `stop` is set; returns the units done.
+pub fn work_units(n: u64, stop: &AtomicBool) -> u64 {
+    for i in 0..n {
+        for _ in 0..WORK_UNIT {
+            std::hint::spin_loop();
+        }
+        if i % 64 == 63 && stop.load(Ordering::Relaxed) {
+            return i + 1;
+        }
+    }
+    n
+}
+
+/// Switches the calling thread (only it: the raw system calls, not libc's
+/// process-wide wrappers) to `uid`/gid `uid`, dropping root's capabilities,
+/// as if another, unprivileged user ran it.
+pub fn become_user(uid: u32) -> Result<()> {
+    // SAFETY: plain system calls on the calling thread's credentials.
+    let r = unsafe {
+        let g = libc::syscall(libc::SYS_setresgid, uid, uid, uid);
+        if g != 0 {
+            g
+        } else {
+            libc::syscall(libc::SYS_setresuid, uid, uid, uid)
+        }
+    };
+    if r != 0 {
+        bail!("setresuid({uid}): {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The unprivileged user the app-knowledge scenarios' own threads run as.
+pub const APP_UID: u32 = 64_001;
+/// Another unprivileged user, who runs the unannotated CPU hogs.
+pub const OTHER_UID: u32 = 64_002;
+
 /// What the kernel offers a user today for one thread, applied by the
 /// thread to itself with a system call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,10 +205,26 @@ pub fn spawn<R: Send + 'static>(
     t: Treatment,
     f: impl FnOnce() -> R + Send + 'static,
 ) -> JoinHandle<Result<R>> {
+    spawn_as(name, t, None, f)
+}
+
+/// [`spawn`], then the thread becomes `uid` (if given) after applying `t`
+/// as root: it registers its hints and sets its starting knob, and from
+/// then on has only an unprivileged user's rights (a knob it lowers cannot
+/// be raised again).
+pub fn spawn_as<R: Send + 'static>(
+    name: &str,
+    t: Treatment,
+    uid: Option<u32>,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> JoinHandle<Result<R>> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
             t.apply()?;
+            if let Some(u) = uid {
+                become_user(u)?;
+            }
             Ok(f())
         })
         .expect("spawning a benchmark thread")
@@ -186,22 +245,25 @@ pub struct Hogs {
     handles: Vec<JoinHandle<Result<()>>>,
 }
 
-/// Spin iterations per counted unit of hog work.
-const HOG_UNIT: u32 = 1 << 14;
+/// Work units a hog counts at a time.
+const HOG_BATCH: u64 = 64;
 
 impl Hogs {
     pub fn start(n: usize, t: Treatment) -> Hogs {
+        Hogs::start_as(n, t, None)
+    }
+
+    /// Hogs run by `uid` (another user's), if given.
+    pub fn start_as(n: usize, t: Treatment, uid: Option<u32>) -> Hogs {
         let stop = Arc::new(AtomicBool::new(false));
         let units = Arc::new(AtomicU64::new(0));
         let handles = (0..n)
             .map(|_| {
                 let (stop, units) = (stop.clone(), units.clone());
-                spawn("hog", t, move || {
+                spawn_as("hog", t, uid, move || {
                     while !stop.load(Ordering::Relaxed) {
-                        for _ in 0..HOG_UNIT {
-                            std::hint::spin_loop();
-                        }
-                        units.fetch_add(1, Ordering::Relaxed);
+                        let done = work_units(HOG_BATCH, &stop);
+                        units.fetch_add(done, Ordering::Relaxed);
                     }
                 })
             })
