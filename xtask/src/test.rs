@@ -344,7 +344,7 @@ fn guest_tests(tally: &mut Tally) {
         let job = crate::vm::GuestJob::new(
             "scheduler tests",
             guest_test_script(&bin),
-            std::time::Duration::from_secs(15 * 60),
+            std::time::Duration::from_secs(40 * 60),
         );
         guest.run(&job)
     };
