@@ -17,6 +17,7 @@
 //! tmpfs first (xtask's `guest_stage`) and put their directory first in PATH.
 
 mod harness;
+mod security_tests;
 mod tests;
 mod workers;
 
@@ -52,6 +53,20 @@ struct Args {
     #[arg(long, hide = true)]
     register_as: Option<String>,
 
+    /// Internal: a child that becomes UID and tries OP (register, delete,
+    /// freeze) on the TLD entry of thread TID (0: its own): `UID:OP:TID`.
+    #[arg(long, hide = true)]
+    forge: Option<String>,
+
+    /// Internal: a child that becomes UID and times N registrations of its
+    /// own thread: `UID:N`.
+    #[arg(long, hide = true)]
+    update_loop: Option<String>,
+
+    /// Internal: a hinted app of user UID claiming CLASS: `UID:CLASS`.
+    #[arg(long, hide = true)]
+    app: Option<String>,
+
     /// Internal: a child that spins for this many seconds, touching no hint.
     #[arg(long, hide = true)]
     spin: Option<u64>,
@@ -80,6 +95,16 @@ fn main() {
     }
     if let Some(spec) = args.register_as {
         std::process::exit(tests::register_as(&spec));
+    }
+    let pin = PathBuf::from(scx_hints::tld::map_pin_path());
+    if let Some(spec) = args.forge {
+        std::process::exit(security_tests::forge_child(&spec, &pin));
+    }
+    if let Some(spec) = args.update_loop {
+        std::process::exit(security_tests::update_loop_child(&spec, &pin));
+    }
+    if let Some(spec) = args.app {
+        std::process::exit(security_tests::app_child(&spec));
     }
     if let Some(secs) = args.exec_spin {
         std::process::exit(tests::exec_spin(secs));
@@ -128,7 +153,7 @@ fn main() {
     let env = harness::Env {
         sched_bin,
         tmp,
-        pin: PathBuf::from(scx_hints::tld::map_pin_path()),
+        pin,
         stress_secs: args.stress_secs,
         self_exe,
     };
