@@ -14,8 +14,9 @@
  * key, so it reads the pidfd from user memory and resolves it through the
  * caller's fd table itself. Another thread of the caller can change the key
  * or the fd between this check and the kernel's own lookup; fexit on
- * bpf_local_storage_update() sees the task the kernel actually resolved and
- * counts every write that got past the check to another process's thread
+ * bpf_local_storage_update() sees the task the kernel actually resolved,
+ * counts every write that got past the check to another process's thread,
+ * and has it deleted as soon as the syscall's update returns
  * (docs/security.md, "Known limits").
  *
  * Only vmlinux.h and libbpf headers: the object loads on a kernel without
@@ -26,6 +27,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 
+#include "tld_abi.h"
 #include "tld_guard.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
@@ -35,6 +37,9 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define EFAULT		14
 #define CAP_SYS_NICE	23
 #define MAX_ERRNO	4095
+
+struct task_struct *bpf_task_from_pid(s32 pid) __ksym;
+void bpf_task_release(struct task_struct *p) __ksym;
 
 /* The id of the TLD map to guard; set before load. */
 const volatile __u32 tld_map_id;
@@ -157,18 +162,39 @@ int BPF_PROG(tld_guard_bpf, int cmd, union bpf_attr *attr, unsigned int size,
 }
 
 /*
+ * The TLD map itself, reused from scx_hinted's pin (same definition as in
+ * tld.bpf.h), so that a raced foreign write can be undone.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct tld_map_value);
+} scx_hints_tld SEC(".maps");
+
+/* Raced foreign writes waiting to be undone: caller's tid -> owner's tid. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u32);
+} tld_guard_undo SEC(".maps");
+
+/*
  * Runs after the kernel applied a task-storage update, with the owner task it
  * resolved itself. BPF programs never create TLD entries (only the syscall
  * sets user pointers), so every successful update of the TLD map here is a
  * bpf() call; one by an unprivileged caller for a thread of another process
- * means the pidfd or the key changed after the LSM check.
+ * means the pidfd or the key changed after the LSM check. The storage lock is
+ * still held here, so the undo happens when the syscall's update returns.
  */
 SEC("fexit/bpf_local_storage_update")
 int BPF_PROG(tld_guard_record)
 {
-	struct bpf_local_storage_map *smap = NULL;
-	struct task_struct *owner = NULL, *cur;
+	struct task_struct *owner, *cur;
+	struct bpf_local_storage_map *smap;
 	__u64 arg = 0, ret = 0;
+	__u32 tid, owner_tid;
 
 	if (bpf_get_func_ret(ctx, &ret) || ret >= (__u64)-MAX_ERRNO)
 		return 0;
@@ -181,8 +207,33 @@ int BPF_PROG(tld_guard_record)
 		return 0;
 	owner = (void *)arg;
 	cur = bpf_get_current_task_btf();
-	if (BPF_CORE_READ(owner, tgid) != BPF_CORE_READ(cur, tgid) &&
-	    !caller_privileged(cur))
-		count(&guard_stats.foreign_writes);
+	if (BPF_CORE_READ(owner, tgid) == BPF_CORE_READ(cur, tgid) ||
+	    caller_privileged(cur))
+		return 0;
+	count(&guard_stats.foreign_writes);
+	tid = BPF_CORE_READ(cur, pid);
+	owner_tid = BPF_CORE_READ(owner, pid);
+	bpf_map_update_elem(&tld_guard_undo, &tid, &owner_tid, BPF_ANY);
+	return 0;
+}
+
+/* The syscall's update returned: delete the entry a raced write just set. */
+SEC("fexit/bpf_pid_task_storage_update_elem")
+int BPF_PROG(tld_guard_undo_raced)
+{
+	struct task_struct *owner;
+	__u32 tid = bpf_get_current_pid_tgid();
+	__u32 *owner_tid;
+
+	owner_tid = bpf_map_lookup_elem(&tld_guard_undo, &tid);
+	if (!owner_tid)
+		return 0;
+	owner = bpf_task_from_pid(*owner_tid);
+	bpf_map_delete_elem(&tld_guard_undo, &tid);
+	if (!owner)
+		return 0;
+	if (bpf_task_storage_delete(&scx_hints_tld, owner) == 0)
+		count(&guard_stats.undone);
+	bpf_task_release(owner);
 	return 0;
 }

@@ -9,6 +9,7 @@ struct tld_guard_stats {
 	__u64 refused;		/* calls refused with an error */
 	__u64 foreign_writes;	/* writes the kernel applied to another process's thread
 				 * for an unprivileged caller: a raced check (fexit) */
+	__u64 undone;		/* of those, entries deleted right after the write */
 };
 
 #endif /* __SCX_HINTS_TLD_GUARD_H */

@@ -3,8 +3,8 @@
 //!
 //! The guard is a BPF LSM program on the bpf() syscall that refuses an
 //! update or deletion of a thread's TLD entry unless it comes from that
-//! thread's own process or a privileged caller, plus a tracing program that
-//! counts the writes that raced past it. Its links are pinned next to the
+//! thread's own process or a privileged caller, plus two tracing programs
+//! that count the writes that raced past it and delete what they wrote. Its links are pinned next to the
 //! map, so the guard stays attached while no scheduler runs (an open map is
 //! never left unguarded); each start replaces them, bound to the current
 //! map's id. Only with the guard attached does pin::finish open the map to
@@ -23,14 +23,14 @@ use crate::tld_guard_skel::*;
 
 /// File names of the guard's pins, in the map pin's directory.
 const LSM_PIN: &str = "guard_bpf";
-const RECORD_PIN: &str = "guard_record";
+const RECORD_PINS: [&str; 2] = ["guard_record", "guard_undo"];
 /// The guard's .bss (struct tld_guard_stats, bpf/tld_guard.h), root only.
 const STATS_PIN: &str = "guard_stats";
 
 /// How the guard came up.
 pub struct Attached {
-    /// False when the race-counting fexit program could not be loaded on this
-    /// kernel: the LSM check still holds, raced writes go uncounted.
+    /// False when the fexit programs that count and undo raced writes could
+    /// not be loaded on this kernel: the LSM check still holds alone.
     pub record: bool,
 }
 
@@ -48,53 +48,68 @@ fn replace_pin(link: &mut Link, path: &Path) -> Result<()> {
         .with_context(|| format!("pinning {}", path.display()))
 }
 
-fn load(map_id: u32, with_record: bool) -> Result<(Link, Option<Link>, MapHandle)> {
+fn load(map_id: u32, map_pin: &Path, with_record: bool) -> Result<(Link, Vec<Link>, MapHandle)> {
     let mut open_object = MaybeUninit::uninit();
     let builder = TldGuardSkelBuilder::default();
     let mut open = builder
         .open(&mut open_object)
         .context("opening the guard object")?;
     open.maps.rodata_data.as_mut().unwrap().tld_map_id = map_id;
+    // Reuse the scheduler's map (it is pinned by now), to undo raced writes.
+    open.maps
+        .scx_hints_tld
+        .set_pin_path(map_pin)
+        .context("the guard's TLD map pin")?;
     open.progs.tld_guard_record.set_autoload(with_record);
+    open.progs.tld_guard_undo_raced.set_autoload(with_record);
     let skel = open.load().context("loading the guard programs")?;
     let lsm = skel
         .progs
         .tld_guard_bpf
         .attach()
         .context("attaching the LSM program (is `bpf` in the kernel's lsm= list?)")?;
-    let record = if with_record {
-        Some(
-            skel.progs
-                .tld_guard_record
-                .attach()
-                .context("attaching fexit/bpf_local_storage_update")?,
-        )
-    } else {
-        None
-    };
+    let mut record = Vec::new();
+    if with_record {
+        for prog in [
+            &skel.progs.tld_guard_record,
+            &skel.progs.tld_guard_undo_raced,
+        ] {
+            record.push(prog.attach().context("attaching the raced-write undo")?);
+        }
+    }
     let stats = MapHandle::try_from(&skel.maps.bss).context("the guard's counters")?;
     Ok((lsm, record, stats))
 }
 
 /// Loads and attaches the guard for the map with id `map_id` and pins it in
 /// `dir`. `simulate_failure` makes it fail before loading anything (tests).
-pub fn attach(map_id: u32, dir: &Path, simulate_failure: bool) -> Result<Attached> {
+pub fn attach(map_id: u32, map_pin: &Path, simulate_failure: bool) -> Result<Attached> {
     if simulate_failure {
         bail!("guard loading disabled for a test (--test-guard-failure)");
     }
-    let (mut lsm, record, mut stats) = match load(map_id, true) {
+    if !map_pin.exists() {
+        bail!("the TLD map is not pinned at {}", map_pin.display());
+    }
+    let dir = map_pin
+        .parent()
+        .context("the TLD map pin has no directory")?;
+    let (mut lsm, record, mut stats) = match load(map_id, map_pin, true) {
         Ok(loaded) => loaded,
         Err(e) => {
-            warn!("guard: the race counter does not load ({e:#}); the LSM check alone");
-            load(map_id, false)?
+            warn!(
+                "guard: raced writes cannot be undone on this kernel ({e:#}); the LSM check alone"
+            );
+            load(map_id, map_pin, false)?
         }
     };
     replace_pin(&mut lsm, &pin_path(dir, LSM_PIN))?;
-    let counted = record.is_some();
-    match record {
-        Some(mut link) => replace_pin(&mut link, &pin_path(dir, RECORD_PIN))?,
-        None => {
-            let old = pin_path(dir, RECORD_PIN);
+    let undo = !record.is_empty();
+    for (mut link, name) in record.into_iter().zip(RECORD_PINS) {
+        replace_pin(&mut link, &pin_path(dir, name))?;
+    }
+    if !undo {
+        for name in RECORD_PINS {
+            let old = pin_path(dir, name);
             if old.exists() {
                 fs::remove_file(&old).with_context(|| format!("removing {}", old.display()))?;
             }
@@ -108,5 +123,5 @@ pub fn attach(map_id: u32, dir: &Path, simulate_failure: bool) -> Result<Attache
     stats
         .pin(&stats_path)
         .with_context(|| format!("pinning {}", stats_path.display()))?;
-    Ok(Attached { record: counted })
+    Ok(Attached { record: undo })
 }

@@ -310,14 +310,14 @@ impl<'a> Scheduler<'a> {
             .context("reading the TLD map's id")?
             .info
             .id;
-        let guarded = match guard::attach(map_id, plan.dir(), opts.test_guard_failure) {
+        let guarded = match guard::attach(map_id, &plan.path, opts.test_guard_failure) {
             Ok(attached) => {
                 info!(
                     "ownership guard attached{}",
                     if attached.record {
                         ""
                     } else {
-                        " (raced writes not counted)"
+                        " (raced writes not undone)"
                     }
                 );
                 true

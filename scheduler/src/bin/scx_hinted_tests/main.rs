@@ -63,6 +63,11 @@ struct Args {
     #[arg(long, hide = true)]
     update_loop: Option<String>,
 
+    /// Internal: a child that becomes UID and races the guard's check to
+    /// write thread TID's entry for MS milliseconds: `UID:TID:MS`.
+    #[arg(long, hide = true)]
+    race: Option<String>,
+
     /// Internal: a hinted app of user UID claiming CLASS: `UID:CLASS`.
     #[arg(long, hide = true)]
     app: Option<String>,
@@ -102,6 +107,9 @@ fn main() {
     }
     if let Some(spec) = args.update_loop {
         std::process::exit(security_tests::update_loop_child(&spec, &pin));
+    }
+    if let Some(spec) = args.race {
+        std::process::exit(security_tests::race_child(&spec, &pin));
     }
     if let Some(spec) = args.app {
         std::process::exit(security_tests::app_child(&spec));

@@ -27,7 +27,7 @@ const USER_A: u32 = 2001;
 const USER_B: u32 = 2002;
 
 /// The guard's pins in the map's directory (scheduler/src/guard.rs).
-const GUARD_LINK_PINS: [&str; 2] = ["guard_bpf", "guard_record"];
+const GUARD_LINK_PINS: [&str; 3] = ["guard_bpf", "guard_record", "guard_undo"];
 const GUARD_STATS_PIN: &str = "guard_stats";
 
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
@@ -174,6 +174,101 @@ pub fn update_loop_child(spec: &str, pin: &Path) -> i32 {
         }
     }
     println!("{}", start.elapsed().as_nanos() / u128::from(n.max(1)));
+    0
+}
+
+/// Child: `--race UID:TID:MS`. Hints its own thread batch, then for MS
+/// milliseconds tries to win the check-to-use race of the guard: one thread
+/// loops registrations through fd N with a value pointing at this process's
+/// batch hint, another keeps `dup2`-ing over N a pidfd of this thread (passes
+/// the check) and one of thread TID. The value sits in a shared page dropped
+/// before each call, so the kernel's copy of it faults, between the guard's
+/// check and the kernel's own lookup of N. Prints `attempts N accepted M`.
+pub fn race_child(spec: &str, pin: &Path) -> i32 {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (Some(uid), Some(victim), Some(ms)) = (
+        parts.first().and_then(|u| u.parse::<u32>().ok()),
+        parts.get(1).and_then(|t| t.parse::<i32>().ok()),
+        parts.get(2).and_then(|t| t.parse::<u64>().ok()),
+    ) else {
+        eprintln!("--race wants UID:TID:MS");
+        return 255;
+    };
+    if let Err(e) = become_user(uid) {
+        eprintln!("race: {e}");
+        return 255;
+    }
+    scx_hints::set_latency_class(Batch);
+    let (Some(meta), Some(block)) = (
+        scx_hints::tld::testing::meta_address(),
+        scx_hints::tld::testing::block_address(),
+    ) else {
+        eprintln!("race: this thread did not register");
+        return 255;
+    };
+    let (map_fd, own, other) = match (open_map(pin), thread_pidfd(gettid()), thread_pidfd(victim)) {
+        (Ok(m), Ok(o), Ok(v)) => (m, o, v),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
+    };
+    // SAFETY: plain fd and memory syscalls on objects this function owns;
+    // the mapping is checked before use and lives until the process exits.
+    let value = unsafe {
+        let mfd = libc::memfd_create(c"race".as_ptr(), 0);
+        if mfd < 0 || libc::ftruncate(mfd, 4096) != 0 {
+            return errno();
+        }
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            mfd,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return errno();
+        }
+        std::slice::from_raw_parts_mut(p as *mut u8, 4096)
+    };
+    // struct tld_map_value of this thread's own registration.
+    let page = block & !4095;
+    value[0..8].copy_from_slice(&(page as u64).to_ne_bytes());
+    value[8..16].copy_from_slice(&(meta as u64).to_ne_bytes());
+    value[16..18].copy_from_slice(&((block - page) as u16).to_ne_bytes());
+    // SAFETY: dup of an fd we own.
+    let slot = unsafe { libc::dup(own) };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flipper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: both fds stay open until this thread is joined.
+                unsafe {
+                    libc::dup2(other, slot);
+                    libc::dup2(own, slot);
+                }
+            }
+        })
+    };
+    let key = slot;
+    let mut attr = [0u64; 8];
+    attr[0] = map_fd as u64;
+    attr[1] = &key as *const i32 as u64;
+    attr[2] = value.as_ptr() as u64;
+    let (mut attempts, mut accepted) = (0u64, 0u64);
+    let end = Instant::now() + Duration::from_millis(ms);
+    while Instant::now() < end {
+        attempts += 1;
+        // SAFETY: drops this process's PTE of its own shared page; the
+        // content stays in the memfd and faults back in on the next read.
+        unsafe { libc::madvise(value.as_mut_ptr() as *mut _, 4096, libc::MADV_DONTNEED) };
+        if bpf(BPF_MAP_UPDATE_ELEM, &attr).is_ok() {
+            accepted += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = flipper.join();
+    println!("attempts {attempts} accepted {accepted}");
     0
 }
 
@@ -366,14 +461,15 @@ fn gid_mode(path: &Path) -> Result<(u32, u32)> {
     Ok((m.gid(), m.mode() & 0o7777))
 }
 
-/// The guard's counters: (own, privileged, refused, foreign_writes).
-fn guard_counters(env: &Env) -> Result<[u64; 4]> {
+/// The guard's counters: own, privileged, refused, foreign_writes, undone
+/// (struct tld_guard_stats in bpf/tld_guard.h).
+fn guard_counters(env: &Env) -> Result<[u64; 5]> {
     let map = MapHandle::from_pinned_path(dir_of(env)?.join(GUARD_STATS_PIN))
         .context("opening the guard's counters")?;
     let bytes = map
         .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)?
         .context("the guard's counters are empty")?;
-    let mut out = [0u64; 4];
+    let mut out = [0u64; 5];
     for (i, v) in out.iter_mut().enumerate() {
         *v = u64::from_ne_bytes(bytes[i * 8..i * 8 + 8].try_into()?);
     }
@@ -513,7 +609,10 @@ pub fn forging(env: &Env) -> Result<String> {
     // Control: detach the guard; the same forgery now succeeds and B's
     // thread falls back to normal. This is the old code's behaviour.
     for pin in GUARD_LINK_PINS {
-        std::fs::remove_file(dir_of(env)?.join(pin)).context("detaching the guard")?;
+        let path = dir_of(env)?.join(pin);
+        if path.exists() {
+            std::fs::remove_file(path).context("detaching the guard")?;
+        }
     }
     let bare_user = update_cost(env, USER_A, n)?;
     let bare_root = update_cost(env, 0, n)?;
@@ -629,5 +728,59 @@ pub fn permissions(env: &Env) -> Result<String> {
     Ok(format!(
         "--hint-group {GROUP}: directory 0750, map 0660, only members register; default: \
          0755/0666, any user registers"
+    ))
+}
+
+/// User A races the guard's check (`dup2` of a pidfd of user B's thread over
+/// the checked fd) with a value pointing at A's batch hint. A raced write
+/// that gets through is counted and deleted at once: B never ends up
+/// scheduled by A's memory (no batch thread remains once A exits).
+pub fn forging_race(env: &Env) -> Result<String> {
+    let mut sched = Sched::start(env, &[])?;
+    let mut b = App::start(env, USER_B, Interactive)?;
+    wait_stats(Duration::from_secs(5), |s| {
+        s.class("interactive", "tasks") >= 1.0
+    })?;
+    let g0 = guard_counters(env)?;
+    let out = Command::new(&env.self_exe)
+        .args(["--race", &format!("{USER_A}:{}:3000", b.tid)])
+        .env("SCX_HINTS_TLD_MAP", &env.pin)
+        .stdin(Stdio::null())
+        .output()
+        .context("spawning the racer")?;
+    ensure!(out.status.success(), "the racer failed: {}", out.status);
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let g1 = guard_counters(env)?;
+    let (raced, undone) = (g1[3] - g0[3], g1[4] - g0[4]);
+    ensure!(
+        raced == undone,
+        "{raced} raced writes, only {undone} undone ({said})"
+    );
+    // A has exited: a batch thread now could only be B scheduled by A's
+    // (still pinned) memory.
+    sleep(Duration::from_millis(500));
+    let s = stats()?;
+    ensure!(
+        s.class("batch", "tasks") == 0.0,
+        "a forged entry survived: {}",
+        s.summary()
+    );
+    let (_, reg) = b.report()?;
+    sched.check()?;
+    b.stop()?;
+    sched.stop()?;
+    Ok(format!(
+        "racer: {said}; raced writes {raced}, all undone; B's thread afterwards: {} \
+         (its own view: {reg}){}",
+        if s.class("interactive", "tasks") >= 1.0 {
+            "interactive"
+        } else {
+            "unhinted (its entry was deleted)"
+        },
+        if raced == 0 {
+            "; the race was not won this time"
+        } else {
+            ""
+        }
     ))
 }

@@ -23,6 +23,7 @@ pub const TESTS: &[(&str, TestFn)] = &[
     ("permissions", security_tests::permissions),
     ("open_by_default", security_tests::open_by_default),
     ("forging", security_tests::forging),
+    ("forging_race", security_tests::forging_race),
     ("guard_missing", security_tests::guard_missing),
     ("restart", restart),
     ("abuse", abuse),
