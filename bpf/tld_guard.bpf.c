@@ -19,8 +19,8 @@
  * and has it deleted as soon as the syscall's update returns
  * (docs/security.md, "Known limits").
  *
- * Only vmlinux.h and libbpf headers: the object loads on a kernel without
- * sched_ext (the host-kernel tests load it too).
+ * Only vmlinux.h and libbpf headers, no sched_ext ones: the guard does not
+ * depend on the scheduler and stays attached while none runs.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>

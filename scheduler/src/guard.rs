@@ -4,11 +4,11 @@
 //! The guard is a BPF LSM program on the bpf() syscall that refuses an
 //! update or deletion of a thread's TLD entry unless it comes from that
 //! thread's own process or a privileged caller, plus two tracing programs
-//! that count the writes that raced past it and delete what they wrote. Its links are pinned next to the
-//! map, so the guard stays attached while no scheduler runs (an open map is
-//! never left unguarded); each start replaces them, bound to the current
-//! map's id. Only with the guard attached does pin::finish open the map to
-//! every user.
+//! that count the writes that raced past it and delete what they wrote. Its
+//! links are pinned next to the map, so the guard stays attached while no
+//! scheduler runs (an open map is never left unguarded); each start replaces
+//! them, bound to the current map's id. Only with the guard attached does
+//! pin::finish open the map to every user.
 
 use std::fs;
 use std::mem::MaybeUninit;
