@@ -451,6 +451,19 @@ fn forge(env: &Env, uid: u32, op: &str, tid: i32) -> Result<i32> {
     }
 }
 
+const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// Run time (ns) and run count of each loaded guard program.
+fn guard_prog_time() -> Vec<(String, u64, u64)> {
+    libbpf_rs::query::ProgInfoIter::default()
+        .filter_map(|p| {
+            let name = p.name.to_string_lossy().into_owned();
+            name.starts_with("tld_guard")
+                .then_some((name, p.run_time_ns, p.run_cnt))
+        })
+        .collect()
+}
+
 /// Mean CPU ns of one registration update by `uid` of its own thread.
 fn update_cost(env: &Env, uid: u32, n: u32) -> Result<f64> {
     let out = Command::new(&env.self_exe)
@@ -629,10 +642,32 @@ pub fn forging(env: &Env) -> Result<String> {
     );
     sched.check()?;
 
-    // The guard's cost per update, with it and (below) without it.
+    // The guard's cost per update, with it and (below) without it; and the
+    // guard programs' own run time (kernel BPF stats), which unlike the
+    // syscall's CPU time does not swing with the emulator's load.
     let n = 20_000;
+    let stats_were = std::fs::read_to_string(BPF_STATS_SYSCTL).unwrap_or_default();
+    std::fs::write(BPF_STATS_SYSCTL, "1").context("enabling BPF run-time stats")?;
+    let p0 = guard_prog_time();
     let cost_user = update_cost(env, USER_A, n)?;
+    let p1 = guard_prog_time();
     let cost_root = update_cost(env, 0, n)?;
+    let p2 = guard_prog_time();
+    let _ = std::fs::write(BPF_STATS_SYSCTL, stats_were.trim());
+    let per_update = |a: &[(String, u64, u64)], b: &[(String, u64, u64)]| -> String {
+        b.iter()
+            .map(|(name, ns, cnt)| {
+                let (ns0, cnt0) = a
+                    .iter()
+                    .find(|(n0, _, _)| n0 == name)
+                    .map_or((0, 0), |(_, ns, cnt)| (*ns, *cnt));
+                format!("{name} {:.0} ns", (ns - ns0) as f64 / f64::from(n.max(1)),)
+                    + &format!(" ({} runs)", cnt - cnt0)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (prog_user, prog_root) = (per_update(&p0, &p1), per_update(&p1, &p2));
 
     // Control: detach the guard; the same forgery now succeeds and B's
     // thread falls back to normal. This is the old code's behaviour.
@@ -658,7 +693,8 @@ pub fn forging(env: &Env) -> Result<String> {
         "{}; freeze: EPERM; guard refused {}, raced writes {}; B's p99 wake-up {p99_before:.0} \
          us before, {p99_after:.0} us after, under {} hogs. Update cost (ns, {n} own-thread \
          updates, thread CPU time): user {cost_user:.0} vs {bare_user:.0} without guard ({:.2}x), root \
-         {cost_root:.0} vs {bare_root:.0} ({:.2}x). Without the guard the forgery succeeds",
+         {cost_root:.0} vs {bare_root:.0} ({:.2}x); guard programs per update: user \
+         [{prog_user}], root [{prog_root}]. Without the guard the forgery succeeds",
         outcomes.join(", "),
         g1[2] - g0[2],
         g1[3] - g0[3],
