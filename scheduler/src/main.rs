@@ -43,7 +43,9 @@ const MAX_ALLOW_IDS: usize = bpf_intf::hinted_consts_HINTED_MAX_ALLOW_IDS as usi
 /// Threads without hints are scheduled by weighted virtual time, weight from
 /// nice. See docs/policy.md for the policy and the bounds it guarantees.
 ///
-/// Needs a kernel with sched_ext (CONFIG_SCHED_CLASS_EXT) and root.
+/// Needs a kernel with sched_ext (CONFIG_SCHED_CLASS_EXT) and root. Hints
+/// from other users' applications also need BPF LSM (`bpf` in the kernel's
+/// active LSM list) for the ownership guard; see docs/security.md.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Opts {
