@@ -6,8 +6,10 @@
 
 mod bpf_intf;
 mod bpf_skel;
+mod guard;
 mod pin;
 mod stats;
+mod tld_guard_skel;
 
 use std::ffi::CString;
 use std::mem::MaybeUninit;
@@ -42,7 +44,9 @@ const MAX_ALLOW_IDS: usize = bpf_intf::hinted_consts_HINTED_MAX_ALLOW_IDS as usi
 /// Threads without hints are scheduled by weighted virtual time, weight from
 /// nice. See docs/policy.md for the policy and the bounds it guarantees.
 ///
-/// Needs a kernel with sched_ext (CONFIG_SCHED_CLASS_EXT) and root.
+/// Needs a kernel with sched_ext (CONFIG_SCHED_CLASS_EXT) and root. Hints
+/// from other users' applications also need BPF LSM (`bpf` in the kernel's
+/// active LSM list) for the ownership guard; see docs/security.md.
 #[derive(Debug, Parser)]
 struct Opts {
     /// Time slice of normal tasks, in microseconds. The slice of a class is
@@ -143,10 +147,12 @@ struct Opts {
           value_name = "PATH")]
     tld_pin: PathBuf,
 
-    /// Let this group (name or gid) register hints: the pin directory becomes
-    /// root:GROUP 0750 and the map root:GROUP 0660. Without it both are
-    /// root-only (0700 and 0600). Members can then open the map, and so could
-    /// overwrite other threads' registrations: give it to trusted users only.
+    /// Restrict hints to this group (name or gid): the pin directory becomes
+    /// root:GROUP 0750 and the map root:GROUP 0660. Without it every user may
+    /// register hints for the threads of their own processes (directory 0755,
+    /// map 0666). Either way a kernel-side guard refuses writes to another
+    /// process's threads; if the guard cannot be attached, the map stays
+    /// root-only (0700 and 0600) and a warning says why. See docs/security.md.
     #[arg(long, value_name = "GROUP")]
     hint_group: Option<String>,
 
@@ -178,6 +184,10 @@ struct Opts {
 
     #[command(flatten, next_help_heading = "Libbpf Options")]
     libbpf: LibbpfOpts,
+
+    /// Testing: behave as if the ownership guard failed to load.
+    #[arg(long, hide = true)]
+    test_guard_failure: bool,
 }
 
 /// The build id printed by -V and logged at start, as scx schedulers do:
@@ -337,7 +347,34 @@ impl<'a> Scheduler<'a> {
                 "loading the BPF scheduler".to_string()
             }
         })?;
-        pin::finish(&plan)?;
+        let map_id = skel
+            .maps
+            .scx_hints_tld
+            .info()
+            .context("reading the TLD map's id")?
+            .info
+            .id;
+        let guarded = match guard::attach(map_id, &plan.path, opts.test_guard_failure) {
+            Ok(attached) => {
+                info!(
+                    "ownership guard attached{}",
+                    if attached.record {
+                        ""
+                    } else {
+                        " (raced writes not undone)"
+                    }
+                );
+                true
+            }
+            Err(e) => {
+                warn!(
+                    "the ownership guard could not be attached: {e:#}. The TLD map stays \
+                     root-only: only root's threads can publish hints (docs/security.md)"
+                );
+                false
+            }
+        };
+        pin::finish(&plan, guarded)?;
 
         let struct_ops = Some(scx_ops_attach!(skel, hinted_ops)?);
         let stats_server = StatsServer::new(stats::server_data()).launch()?;

@@ -8,10 +8,12 @@
 //! registered with a previous instance keep their registrations across a
 //! restart. The pin is left in place at exit for the same reason.
 //!
-//! Permissions: the pin directory is owned by root and the map file is mode
-//! 0600 (only root can register hints), unless `--hint-group` names a group:
-//! then the directory is `root:GROUP 0750` and the file `root:GROUP 0660`, so
-//! that members of GROUP can open the map and register their threads.
+//! Permissions (docs/security.md): while scx_hinted loads, the pin directory
+//! is root-only (0700). Once the ownership guard (guard.rs) is attached, the
+//! directory becomes 0755 and the map 0666, so that every user can register
+//! the threads of their own processes; with `--hint-group` they are
+//! `root:GROUP 0750` and `root:GROUP 0660`, restricting hints to that group.
+//! Without the guard the map stays root-only (0700 and 0600): fail closed.
 
 use std::ffi::CString;
 use std::fs;
@@ -101,13 +103,8 @@ pub fn prepare(path: &Path, group: Option<libc::gid_t>) -> Result<PinPlan> {
     if !is_bpffs(dir) {
         bail!("{} is not on a bpffs mount", dir.display());
     }
-    // The mount root keeps its own permissions; a directory of ours gets ours.
-    if dir != Path::new(BPFFS_ROOT) {
-        let mode = if group.is_some() { 0o750 } else { 0o700 };
-        chown(dir, group.unwrap_or(0))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(mode))
-            .with_context(|| format!("chmod {}", dir.display()))?;
-    }
+    // Closed until the guard is known to be attached (finish opens it).
+    set_dir_mode(dir, 0, 0o700)?;
     let reuse = path.exists();
     Ok(PinPlan {
         path: path.to_path_buf(),
@@ -116,12 +113,43 @@ pub fn prepare(path: &Path, group: Option<libc::gid_t>) -> Result<PinPlan> {
     })
 }
 
-/// After load: the pin exists; give it the documented owner and mode.
-pub fn finish(plan: &PinPlan) -> Result<()> {
-    let mode = if plan.group.is_some() { 0o660 } else { 0o600 };
-    chown(&plan.path, plan.group.unwrap_or(0))?;
+/// The mount root keeps its own permissions; a directory of ours gets ours.
+fn set_dir_mode(dir: &Path, gid: libc::gid_t, mode: u32) -> Result<()> {
+    if dir == Path::new(BPFFS_ROOT) {
+        return Ok(());
+    }
+    chown(dir, gid)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", dir.display()))
+}
+
+impl PinPlan {
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new(BPFFS_ROOT))
+    }
+}
+
+/// After load: the pin exists; give it and its directory the documented
+/// owner and modes: open (to everyone, or to the hint group) only when the
+/// ownership guard is attached.
+pub fn finish(plan: &PinPlan, guarded: bool) -> Result<()> {
+    let (gid, dir_mode, mode) = match (guarded, plan.group) {
+        (false, _) => (0, 0o700, 0o600),
+        (true, None) => (0, 0o755, 0o666),
+        (true, Some(gid)) => (gid, 0o750, 0o660),
+    };
+    chown(&plan.path, gid)?;
     fs::set_permissions(&plan.path, fs::Permissions::from_mode(mode))
         .with_context(|| format!("chmod {}", plan.path.display()))?;
+    set_dir_mode(plan.dir(), gid, dir_mode)?;
+    info!(
+        "TLD map: mode {mode:o}{}",
+        match (guarded, plan.group) {
+            (false, _) => " (root only: no ownership guard)".to_string(),
+            (true, None) => " (every user may hint their own threads)".to_string(),
+            (true, Some(g)) => format!(" (group {g} may hint its own threads)"),
+        }
+    );
     if plan.reuse {
         info!(
             "TLD map: reusing the pinned map at {} (existing registrations kept)",

@@ -172,6 +172,22 @@ pub fn run(args: TestArgs) -> Result<i32> {
             "TLD tests on the host kernel",
             util::cargo().args(["test", "--no-fail-fast", "-p", "tld_kernel_tests"]),
         );
+        // Once more as an ordinary user, through a pin opened to everyone,
+        // as applications run (the fixture drops privileges after loading
+        // its BPF reader). Replacing the map needs root: that test is left out.
+        tally.cargo_test(
+            "TLD tests on the host kernel as uid 65534",
+            util::cargo().env("TLD_TESTS_AS_UID", "65534").args([
+                "test",
+                "--no-fail-fast",
+                "-p",
+                "tld_kernel_tests",
+                "--tests",
+                "--",
+                "--skip",
+                "late_and_replaced_maps_are_registered_on_next_use",
+            ]),
+        );
     } else if util::is_ci() {
         tally.check(
             "TLD tests on the host kernel",

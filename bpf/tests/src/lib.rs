@@ -55,6 +55,11 @@ pub fn fixture() -> Option<&'static Fixture> {
             }
             clean_stale_pins();
             let fixture = Fixture::load().expect("loading the TLD reader on the host kernel");
+            if let Some(uid) = unprivileged_uid() {
+                fixture
+                    .become_unprivileged(uid)
+                    .expect("dropping to an unprivileged user");
+            }
             // Statics are never dropped: remove the pin when the process exits.
             // SAFETY: registers a plain extern "C" function.
             unsafe { libc::atexit(remove_own_pin) };
@@ -63,7 +68,40 @@ pub fn fixture() -> Option<&'static Fixture> {
         .as_ref()
 }
 
+/// `TLD_TESTS_AS_UID`: run the tests as this (unprivileged) user once the
+/// reader is loaded, through a map pin opened to every user, as applications
+/// of ordinary users do. Tests that replace or re-pin the map need root.
+pub const AS_UID_ENV: &str = "TLD_TESTS_AS_UID";
+
+fn unprivileged_uid() -> Option<u32> {
+    let v = std::env::var(AS_UID_ENV).ok()?;
+    Some(
+        v.parse()
+            .unwrap_or_else(|_| panic!("{AS_UID_ENV} must be a numeric uid, not {v:?}")),
+    )
+}
+
 impl Fixture {
+    /// Opens the pin to every user and drops this whole process (every
+    /// thread: glibc applies the calls to all) to `uid:uid`, keeping the
+    /// loaded programs, which need no privilege to run.
+    fn become_unprivileged(&self, uid: u32) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&self.pin_dir, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::set_permissions(self.pin_path(), std::fs::Permissions::from_mode(0o666))?;
+        // SAFETY: plain credential syscalls.
+        let ok = unsafe {
+            libc::setgroups(0, std::ptr::null()) == 0
+                && libc::setgid(uid) == 0
+                && libc::setuid(uid) == 0
+        };
+        if !ok {
+            bail!("setuid {uid}: {}", std::io::Error::last_os_error());
+        }
+        eprintln!("TLD kernel tests: running as uid {uid}");
+        Ok(())
+    }
+
     /// Loads another instance of the reader, with a map of its own, pinned
     /// at the same path: what a scheduler that recreates its map does.
     pub fn replacement(&self) -> Result<Fixture> {

@@ -21,6 +21,7 @@ mod launcher;
 mod policy_tests;
 mod restart_tests;
 mod scale_tests;
+mod security_tests;
 mod soak;
 mod tests;
 mod workers;
@@ -56,6 +57,25 @@ struct Args {
     /// Internal: a child that becomes UID:GID and tries to register a hint.
     #[arg(long, hide = true)]
     register_as: Option<String>,
+
+    /// Internal: a child that becomes UID and tries OP (register, delete,
+    /// freeze) on the TLD entry of thread TID (0: its own): `UID:OP:TID`.
+    #[arg(long, hide = true)]
+    forge: Option<String>,
+
+    /// Internal: a child that becomes UID and times N registrations of its
+    /// own thread: `UID:N`.
+    #[arg(long, hide = true)]
+    update_loop: Option<String>,
+
+    /// Internal: a child that becomes UID and races the guard's check to
+    /// write thread TID's entry for MS milliseconds: `UID:TID:MS`.
+    #[arg(long, hide = true)]
+    race: Option<String>,
+
+    /// Internal: a hinted app of user UID claiming CLASS: `UID:CLASS`.
+    #[arg(long, hide = true)]
+    app: Option<String>,
 
     /// Internal: a child that spins for this many seconds, touching no hint.
     #[arg(long, hide = true)]
@@ -96,6 +116,19 @@ fn main() {
     }
     if let Some(spec) = args.register_as {
         std::process::exit(tests::register_as(&spec));
+    }
+    let pin = PathBuf::from(scx_hints::tld::map_pin_path());
+    if let Some(spec) = args.forge {
+        std::process::exit(security_tests::forge_child(&spec, &pin));
+    }
+    if let Some(spec) = args.update_loop {
+        std::process::exit(security_tests::update_loop_child(&spec, &pin));
+    }
+    if let Some(spec) = args.race {
+        std::process::exit(security_tests::race_child(&spec, &pin));
+    }
+    if let Some(spec) = args.app {
+        std::process::exit(security_tests::app_child(&spec));
     }
     if let Some(secs) = args.exec_spin {
         std::process::exit(tests::exec_spin(secs));
@@ -150,7 +183,7 @@ fn main() {
     let env = harness::Env {
         sched_bin,
         tmp,
-        pin: PathBuf::from(scx_hints::tld::map_pin_path()),
+        pin,
         stress_secs: args.stress_secs,
         self_exe,
     };

@@ -12,6 +12,7 @@ use scx_hints::LatencyClass::{self, *};
 
 use crate::harness::{self, nr_cpus, stats, wait_stats, Env, Sched};
 use crate::policy_tests;
+use crate::security_tests;
 use crate::workers::{self, mono_ns, Kind, Spec, Worker};
 
 pub type TestFn = fn(&Env) -> Result<String>;
@@ -20,7 +21,11 @@ pub const TESTS: &[(&str, TestFn)] = &[
     ("attach_stress", attach_stress),
     ("reads_hints", reads_hints),
     ("policy", policy),
-    ("permissions", permissions),
+    ("permissions", security_tests::permissions),
+    ("open_by_default", security_tests::open_by_default),
+    ("forging", security_tests::forging),
+    ("forging_race", security_tests::forging_race),
+    ("guard_missing", security_tests::guard_missing),
     ("restart", restart),
     ("restart_app", crate::restart_tests::restart_app),
     ("abuse", abuse),
@@ -256,73 +261,6 @@ fn policy(env: &Env) -> Result<String> {
         a spawned child inherits background"
             .into(),
     )
-}
-
-/// Owner group and mode of a path.
-fn gid_mode(path: &std::path::Path) -> Result<(u32, u32)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).with_context(|| format!("stat {}", path.display()))?;
-    Ok((m.gid(), m.mode() & 0o7777))
-}
-
-/// Runs this program as `uid:gid` to register a hint; true if it could.
-fn can_register(env: &Env, uid: u32, gid: u32) -> Result<bool> {
-    let status = Command::new(&env.self_exe)
-        .args(["--register-as", &format!("{uid}:{gid}")])
-        .stdin(Stdio::null())
-        .status()
-        .context("spawning the registering child")?;
-    match status.code() {
-        Some(0) => Ok(true),
-        Some(1) => Ok(false),
-        _ => bail!("the registering child failed: {status}"),
-    }
-}
-
-/// The pin's documented permissions: root only by default; with
-/// --hint-group, members of that group (and only they) can register.
-fn permissions(env: &Env) -> Result<String> {
-    const GROUP: u32 = 4242;
-    const NOBODY: u32 = 65534;
-    let dir = env.pin.parent().context("pin path without a directory")?;
-
-    let sched = Sched::start(env, &["--hint-group", &GROUP.to_string()])?;
-    ensure!(
-        gid_mode(dir)? == (GROUP, 0o750),
-        "pin directory: {:?}",
-        gid_mode(dir)?
-    );
-    ensure!(
-        gid_mode(&env.pin)? == (GROUP, 0o660),
-        "pin: {:?}",
-        gid_mode(&env.pin)?
-    );
-    ensure!(
-        can_register(env, NOBODY, GROUP)?,
-        "a member of the hint group could not register"
-    );
-    ensure!(
-        !can_register(env, NOBODY, NOBODY)?,
-        "a user outside the hint group could register"
-    );
-    sched.stop()?;
-
-    let sched = Sched::start(env, &[])?;
-    ensure!(
-        gid_mode(dir)? == (0, 0o700) && gid_mode(&env.pin)? == (0, 0o600),
-        "default permissions: directory {:?}, pin {:?}",
-        gid_mode(dir)?,
-        gid_mode(&env.pin)?
-    );
-    ensure!(
-        !can_register(env, NOBODY, GROUP)?,
-        "without --hint-group a non-root user could register"
-    );
-    sched.stop()?;
-    Ok(format!(
-        "--hint-group {GROUP}: directory 0750, map 0660, group member registers, others \
-         cannot; default: 0700/0600, root only"
-    ))
 }
 
 fn map_id(env: &Env) -> Result<u32> {
