@@ -162,6 +162,16 @@ pub fn rust_components() -> Result<()> {
             util::run(Command::new("rustup").args(["component", "add", component]))?;
         }
     }
+    // The standard library of a target without BPF: `cargo xtask test`
+    // checks that scx_hints builds there as a no-op.
+    let target = crate::test::OTHER_PLATFORM;
+    if util::have("rustup")
+        && !util::output(Command::new("rustup").args(["target", "list", "--installed"]))
+            .is_ok_and(|out| out.lines().any(|l| l.trim() == target))
+    {
+        step(format!("rustup target add {target}"));
+        util::run(Command::new("rustup").args(["target", "add", target]))?;
+    }
     Ok(())
 }
 

@@ -223,7 +223,7 @@ pub fn run(args: TestArgs) -> Result<i32> {
 }
 
 /// A target without BPF that scx_hints must build for, as a no-op.
-const OTHER_PLATFORM: &str = "x86_64-apple-darwin";
+pub const OTHER_PLATFORM: &str = "x86_64-apple-darwin";
 
 /// scx_hints builds outside Linux: checked when that target's standard
 /// library is installed (`rustup target add x86_64-apple-darwin`).
@@ -231,6 +231,15 @@ fn other_platform_check(tally: &mut Tally) {
     let installed =
         util::output(std::process::Command::new("rustup").args(["target", "list", "--installed"]))
             .is_ok_and(|out| out.lines().any(|l| l.trim() == OTHER_PLATFORM));
+    if !installed && util::is_ci() {
+        tally.check(
+            &format!("scx_hints on {OTHER_PLATFORM}"),
+            Err(anyhow::anyhow!(
+                "the {OTHER_PLATFORM} standard library is missing (cargo xtask setup adds it)"
+            )),
+        );
+        return;
+    }
     if !installed {
         loud(format!(
             "SKIPPED: scx_hints on {OTHER_PLATFORM} (rustup target add {OTHER_PLATFORM} to check it)"
