@@ -19,7 +19,7 @@ fn wait_for_epoch_after(old: u32) {
 }
 
 #[test]
-fn late_and_replaced_maps_are_registered_on_next_use() {
+fn needs_root_late_and_replaced_maps_are_registered_on_next_use() {
     let Some(fx) = fixture() else { return };
     let key = tld::create_key::<u64>("map.value").unwrap();
     let (to_thread, rx) = std::sync::mpsc::channel::<&'static Fixture>();

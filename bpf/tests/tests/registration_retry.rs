@@ -32,7 +32,7 @@ fn wait_until_bpf_sees(fx: &Fixture, name: &str, want: u64) -> Duration {
 }
 
 #[test]
-fn threads_register_in_a_new_map_without_touching_a_hint() {
+fn needs_root_threads_register_in_a_new_map_without_touching_a_hint() {
     let Some(fx) = fixture() else { return };
     let key = tld::create_key::<u64>("retry.value").unwrap();
     let (to_thread, rx) = std::sync::mpsc::channel::<&'static Fixture>();
@@ -176,7 +176,7 @@ impl Probe {
 const NOBODY: &str = "65534";
 
 #[test]
-fn not_allowed_is_told_apart_warned_once_and_retried_when_the_pin_mode_changes() {
+fn needs_root_not_allowed_is_told_apart_warned_once_and_retried_when_the_pin_mode_changes() {
     let Some(fx) = fixture() else { return };
     let pin = PrivatePin::new(fx, "not_allowed");
     chmod(&pin.path(), 0o600);
@@ -203,7 +203,7 @@ fn not_allowed_is_told_apart_warned_once_and_retried_when_the_pin_mode_changes()
 }
 
 #[test]
-fn no_map_is_not_a_warning_and_a_late_pin_registers_the_app() {
+fn needs_root_no_map_is_not_a_warning_and_a_late_pin_registers_the_app() {
     let Some(fx) = fixture() else { return };
     let pin = PrivatePin::new(fx, "late_pin");
     let late = pin.dir.join("late");
@@ -222,7 +222,7 @@ fn no_map_is_not_a_warning_and_a_late_pin_registers_the_app() {
 }
 
 #[test]
-fn a_registration_without_a_free_fd_is_retried_by_itself() {
+fn needs_root_a_registration_without_a_free_fd_is_retried_by_itself() {
     let Some(fx) = fixture() else { return };
     let pin = PrivatePin::new(fx, "emfile");
 
@@ -240,7 +240,7 @@ fn a_registration_without_a_free_fd_is_retried_by_itself() {
 }
 
 #[test]
-fn a_pin_in_a_closed_directory_is_not_allowed_rather_than_absent() {
+fn needs_root_a_pin_in_a_closed_directory_is_not_allowed_rather_than_absent() {
     let Some(fx) = fixture() else { return };
     let pin = PrivatePin::new(fx, "closed_dir");
     // scx_hinted's default: the pin's directory is root's, mode 0700.
