@@ -1,8 +1,8 @@
 //! The app-knowledge scenarios: workloads where a heuristic cannot tell
 //! which thread should wait and the application can, plus many-task
 //! messaging. The app's own threads run as an unprivileged user
-//! ([`APP_UID`]): they set their starting knob (and register their hints)
-//! first, then have only the rights such a user has. Other users' hogs run
+//! ([`APP_UID`]): each registers its hints, drops root, then sets its
+//! starting knob with only the rights such a user has. Other users' hogs run
 //! as [`OTHER_UID`] and are never annotated.
 
 use std::os::unix::net::UnixDatagram;
