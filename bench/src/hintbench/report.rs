@@ -840,9 +840,14 @@ pub fn markdown(res: &Results) -> String {
             let load = v
                 .med(s, l, "eevdf", "offered_load_pct")
                 .unwrap_or(100.0 * l.frac());
+            let guest = v
+                .med(s, l, "eevdf", "offered_guest_pct")
+                .map(|g| format!(" ({g:.0}% of the guest)"))
+                .unwrap_or_default();
             let _ = writeln!(
                 o,
-                "Level **{}**: offered load {load:.0}% of capacity.\n",
+                "Level **{}**: offered load {load:.0}% of the capacity the scenario's own \
+                 threads can have{guest}.\n",
                 l.name()
             );
             let ex = extra(s);
