@@ -107,6 +107,26 @@ impl<'a> View<'a> {
             .collect()
     }
 
+    /// "runs behind left out: C b/n, ..." for the contenders of (s, l)
+    /// whose medians leave out some of their runs; empty if none.
+    pub fn left_out(&self, s: Scenario, l: Level) -> String {
+        let parts: Vec<String> = self
+            .res
+            .contenders
+            .iter()
+            .filter_map(|c| {
+                let (b, n) = self.behind(s, l, &c.name);
+                let kept = self.runs(s, l, &c.name).len();
+                (kept < n).then(|| format!("{} {b}/{n}", c.name))
+            })
+            .collect();
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("runs behind left out: {}", parts.join(", "))
+        }
+    }
+
     /// The best of `names` that ran (s, l), and its median p99: the fewest
     /// missed periods (in whole percent), then the lowest p99. Missed
     /// periods come first because a frame thread that overruns every period
@@ -302,6 +322,11 @@ pub struct Goal {
     pub op: &'static str,
     pub target: f64,
     pub note: String,
+    /// Contenders of this scenario and level whose runs that fell behind
+    /// were left out of their medians (a median over the runs that kept
+    /// up flatters a contender that mostly did not): empty if none.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub caveat: String,
 }
 
 impl Goal {
@@ -318,13 +343,17 @@ impl Goal {
             Some(m) => format!("{m:.3}"),
             None => "not-measured".into(),
         };
-        format!(
+        let mut line = format!(
             "goal {}: {m} (target {} {}) {}",
             self.name,
             self.op,
             self.target,
             if self.met() { "met" } else { "missed" }
-        )
+        );
+        if !self.caveat.is_empty() {
+            let _ = write!(line, " [{}]", self.caveat);
+        }
+        line
     }
 }
 
@@ -372,6 +401,7 @@ fn groups(s: Scenario) -> &'static [&'static str] {
 pub fn goals(res: &Results) -> Vec<Goal> {
     let v = View::new(res);
     let mut g = Vec::new();
+    let caveat = std::cell::RefCell::new(String::new());
     let mut goal =
         |name: String, measured: Option<f64>, op: &'static str, target: f64, note: String| {
             g.push(Goal {
@@ -380,11 +410,13 @@ pub fn goals(res: &Results) -> Vec<Goal> {
                 op,
                 target,
                 note,
+                caveat: caveat.borrow().clone(),
             })
         };
     let has = |c: &str| res.contenders.iter().any(|x| x.name == c);
     for (s, l) in res.plan.cases() {
         let k = key(s, l);
+        *caveat.borrow_mut() = v.left_out(s, l);
         let p99 = |c: &str| v.med(s, l, c, "p99_us");
         let hinted = p99("hinted-both");
         if s.app_knowledge() {
@@ -483,6 +515,7 @@ pub fn goals(res: &Results) -> Vec<Goal> {
             );
         }
     }
+    caveat.borrow_mut().clear();
     // The limit case: a hint buys latency, never more than the fair share.
     let (s, l) = (Scenario::FrameOverShare, Level::Fixed);
     if res.plan.cases().contains(&(s, l)) {
@@ -1176,6 +1209,33 @@ mod tests {
             Some(200.0)
         );
         assert_eq!(v.behind(Scenario::Roles, Level::Light, "eevdf"), (1, 3));
+    }
+
+    #[test]
+    fn a_goal_says_when_a_median_left_runs_out() {
+        let mut runs = Vec::new();
+        for l in [Level::Light, Level::Over] {
+            runs.push(run(0, "eevdf", Scenario::Roles, l, 100.0, false));
+            runs.push(run(1, "eevdf", Scenario::Roles, l, 90_000.0, true));
+            runs.push(run(2, "eevdf", Scenario::Roles, l, 90_000.0, true));
+        }
+        let res = results(runs);
+        let gs = goals(&res);
+        let light = gs
+            .iter()
+            .find(|g| g.name == "roles_light_hinted_missed_pct")
+            .expect("a light goal");
+        assert!(
+            light.line().ends_with("[runs behind left out: eevdf 2/3]"),
+            "{}",
+            light.line()
+        );
+        // At overload every run counts: nothing left out.
+        let over = gs
+            .iter()
+            .find(|g| g.name == "roles_over_hinted_missed_pct")
+            .expect("an over goal");
+        assert!(over.caveat.is_empty(), "{}", over.line());
     }
 
     #[test]
