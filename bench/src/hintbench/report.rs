@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use super::scenarios::{Level, Scenario};
+use super::scenarios::{Level, Scenario, REQ_WORK_MS};
 use super::suite::{runs_under, Results, Run, DEMO, DRIFT_LIMIT, PUBLISHED, UNPRIVILEGED_KNOBS};
 use crate::stats::quantile;
 
@@ -1013,7 +1013,17 @@ pub fn check(res: &Results) -> Vec<String> {
         bad.push(format!("errors: {}", res.errors.join("; ")));
     }
     match res.calibrations.first() {
-        Some(c) if c.units_per_cpu_ms > 0.0 && c.wake_rtt_us > 0.0 && c.wake_cpu_us > 0.0 => {}
+        Some(c) if c.units_per_cpu_ms > 0.0 && c.wake_rtt_us > 0.0 && c.wake_cpu_us > 0.0 => {
+            let e = c.sizing_error(REQ_WORK_MS);
+            if e > 0.1 {
+                bad.push(format!(
+                    "calibration too coarse: {:.1} work units per CPU-ms size the smallest \
+                     work ({REQ_WORK_MS} CPU-ms) {:.0}% off",
+                    c.units_per_cpu_ms,
+                    100.0 * e
+                ));
+            }
+        }
         c => bad.push(format!("implausible or missing calibration: {c:?}")),
     }
     if res.calibrations.len() < 2 {
@@ -1236,6 +1246,22 @@ mod tests {
             .find(|g| g.name == "roles_over_hinted_missed_pct")
             .expect("an over goal");
         assert!(over.caveat.is_empty(), "{}", over.line());
+    }
+
+    #[test]
+    fn check_flags_a_calibration_too_coarse_for_the_smallest_work() {
+        let mut res = results(Vec::new());
+        let cal = |units_per_cpu_ms| Calibration {
+            units_per_cpu_ms,
+            wake_rtt_us: 100.0,
+            wake_cpu_us: 100.0,
+            ..Calibration::default()
+        };
+        // 13 units per CPU-ms: 0.05 CPU-ms is 0.65 units, done as 1.
+        res.calibrations = vec![cal(13.1)];
+        assert!(check(&res).join("\n").contains("too coarse"));
+        res.calibrations = vec![cal(840.0)];
+        assert!(!check(&res).join("\n").contains("too coarse"));
     }
 
     #[test]

@@ -507,7 +507,8 @@ impl Switcher {
     }
 }
 
-const REQ_WORK_MS: f64 = 0.05;
+/// The smallest work of any scenario, CPU-ms.
+pub(crate) const REQ_WORK_MS: f64 = 0.05;
 const BATCH_CHUNK_MS: f64 = 0.2;
 
 /// Workers (one per CPU) each get a request every period. Per request a

@@ -68,8 +68,12 @@ pub fn work_cpu(ns: u64, stop: &AtomicBool) {
 
 /// Spin iterations per unit of the scenarios' work loop. The calibration
 /// measures how many units a vCPU does per CPU-millisecond; scenarios size
-/// their work in units derived from that, never in absolute time.
-pub const WORK_UNIT: u32 = 256;
+/// their work in units derived from that, never in absolute time. Small,
+/// so that the smallest work (0.05 CPU-ms) is still many units on a slow
+/// emulated guest: at 256 spins a unit was 77 us of such a guest, and
+/// 0.05 CPU-ms rounded up to 1.5 times itself (6 times on a host 4x
+/// slower).
+pub const WORK_UNIT: u32 = 4;
 
 /// Does `n` units of the work loop (a fixed amount of computation, however
 /// long it takes), or fewer if `stop` is set; returns the units done.
@@ -258,7 +262,7 @@ pub struct Hogs {
 }
 
 /// Work units a hog counts at a time.
-const HOG_BATCH: u64 = 64;
+const HOG_BATCH: u64 = 4096;
 
 impl Hogs {
     pub fn start(n: usize, t: Treatment) -> Hogs {
