@@ -129,8 +129,9 @@ impl<'a> View<'a> {
 
     /// The best of `names` that ran (s, l), and its median p99: the fewest
     /// missed periods (in whole percent), then the lowest p99. Missed
-    /// periods come first because a frame thread that overruns every period
-    /// hardly sleeps, so its few wakeups can show a low p99.
+    /// periods come first because wake-to-run counts only the wait at a
+    /// frame's start, not the preemptions inside its work that make it
+    /// miss: a contender can show a low p99 and miss nearly every frame.
     pub fn best_of(&self, s: Scenario, l: Level, names: &[&str]) -> Option<(String, f64)> {
         names
             .iter()
@@ -252,8 +253,8 @@ pub fn demo_table(res: &Results) -> String {
     let hinted = v.med(s, l, "hinted-both", "p99_us");
     let knob = v.best_of(s, l, &UNPRIVILEGED_KNOBS);
     let publ = v.best_of(s, l, &PUBLISHED);
-    // Missed frames first: a frame thread that overruns hardly sleeps, so
-    // its p99 wake-to-run can look good while it misses every period.
+    // Missed frames first: wake-to-run sees only the wait at a frame's
+    // start, not the preemptions inside it that make it miss.
     let missed = |c: &str| -> Option<f64> {
         let m: f64 = v.values(s, l, c, "missed").iter().sum();
         let f: f64 = v.values(s, l, c, "frames").iter().sum();
