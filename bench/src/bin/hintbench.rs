@@ -47,9 +47,11 @@ enum Cmd {
         /// hackbench.
         scenario: String,
         /// Offered load: light (50% of capacity), near (90%), over (120%),
-        /// or fixed (the scenario's one shape).
-        #[arg(long, default_value = "near")]
-        level: String,
+        /// or fixed (the scenario's one shape). Default: near, or fixed for
+        /// the scenarios that have one shape (render, render-idle,
+        /// frame-over-share, messaging, hackbench).
+        #[arg(long)]
+        level: Option<String>,
         #[arg(long, default_value_t = 5.0)]
         secs: f64,
         /// A contender's treatment of the threads (e.g. hinted-both,
@@ -124,6 +126,15 @@ fn run() -> Result<()> {
                     scenarios::Scenario::ALL.map(|s| s.name()).join(", ")
                 )
             })?;
+            let level = level.unwrap_or_else(|| {
+                let own = s.levels();
+                let l = if own.contains(&scenarios::Level::Near) {
+                    scenarios::Level::Near
+                } else {
+                    own[0]
+                };
+                l.name().to_string()
+            });
             let level = scenarios::Level::ALL
                 .into_iter()
                 .find(|l| l.name() == level)

@@ -1,8 +1,8 @@
 //! The app-knowledge scenarios: workloads where a heuristic cannot tell
 //! which thread should wait and the application can, plus many-task
 //! messaging. The app's own threads run as an unprivileged user
-//! ([`APP_UID`]): they set their starting knob (and register their hints)
-//! first, then have only the rights such a user has. Other users' hogs run
+//! ([`APP_UID`]): each registers its hints, drops root, then sets its
+//! starting knob with only the rights such a user has. Other users' hogs run
 //! as [`OTHER_UID`] and are never annotated.
 
 use std::os::unix::net::UnixDatagram;
@@ -14,8 +14,8 @@ use anyhow::{Context, Result};
 use crossbeam::channel;
 
 use super::scenarios::{
-    fair_share, frame_loop, switch_of, with_hogs, Backlog, Measurement, Params, Scenario, Switcher,
-    FRAME_PERIOD,
+    fair_share, frame_loop, switch_of, with_hogs, Backlog, Level, Measurement, Params, Scenario,
+    Switcher, FRAME_PERIOD,
 };
 use super::workload::{
     join, mono_ns, sleep_until, spawn_as, work_units, Clock, Config, Treatment, APP_UID, OTHER_UID,
@@ -39,17 +39,79 @@ impl Jitter {
 const BURST_MS: f64 = 1.0;
 
 /// One bursty background thread with duty cycle `duty` (its demand in
-/// CPUs): bursts of [`BURST_MS`], naps jittered around the mean that gives
-/// that duty. Counts the units done in the measured window into `done`.
-fn bursty(c: &Clock, burst_units: u64, duty: f64, seed: u64, done: &AtomicU64) {
-    let nap_mean = BURST_MS * (1.0 - duty) / duty * 1e6;
+/// CPUs, its wakeups' CPU cost included): bursts of [`BURST_MS`], naps
+/// jittered around the mean that gives that duty. Counts the units done in
+/// the measured window into `done`.
+fn bursty(c: &Clock, burst_units: u64, nap_mean_ns: f64, seed: u64, done: &AtomicU64) {
     let mut j = Jitter(seed | 1);
     while !c.stopped() {
         let n = work_units(burst_units, &c.stop);
         if c.measuring(mono_ns()) {
             done.fetch_add(n, Ordering::Relaxed);
         }
-        sleep_until(mono_ns() + (nap_mean * j.next()) as u64);
+        sleep_until(mono_ns() + (nap_mean_ns * j.next()) as u64);
+    }
+}
+
+/// The shape of a game scenario at a level (see [`frame_mix`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct FrameShape {
+    /// The render thread's work per frame, CPUs.
+    pub render_work: f64,
+    /// Its demand, CPUs: the work and its wakeup.
+    pub render: f64,
+    pub n_bg: usize,
+    pub hogs: usize,
+    /// The CPUs the app's threads can have: the guest, or beside hogs the
+    /// share fairness gives them.
+    pub capacity: f64,
+    /// What the app's threads ask for, CPUs (work and wakeups).
+    pub app_demand: f64,
+    /// Each background thread's demand, CPUs (0 without any).
+    pub duty: f64,
+}
+
+impl FrameShape {
+    pub fn of(s: Scenario, level: Level, cpus: usize, wake_cpu_ms: f64) -> FrameShape {
+        let (render_work, n_bg, hogs) = match s {
+            Scenario::FrameMix => (0.6, 2 * cpus, 0),
+            Scenario::FrameMixHogs => (0.3, cpus, cpus),
+            _ => (0.8, 0, 2 * cpus),
+        };
+        let capacity = match s {
+            Scenario::FrameMix => cpus as f64,
+            _ => fair_share(cpus, 1 + n_bg, hogs),
+        };
+        // The render thread wakes once a frame.
+        let render = render_work + wake_cpu_ms * 1e6 / FRAME_PERIOD as f64;
+        let (app_demand, duty) = if n_bg > 0 {
+            let duty = ((level.frac() * capacity - render) / n_bg as f64).clamp(0.05, 0.9);
+            (render + n_bg as f64 * duty, duty)
+        } else {
+            // The limit case has one shape: what the render thread needs.
+            (render, 0.0)
+        };
+        FrameShape {
+            render_work,
+            render,
+            n_bg,
+            hogs,
+            capacity,
+            app_demand,
+            duty,
+        }
+    }
+
+    /// Mean nap of a background thread after each burst, ns: a burst and
+    /// its wakeup cost `duty` of a CPU over a burst plus a nap.
+    pub fn nap_mean_ns(&self, wake_cpu_ms: f64) -> f64 {
+        let cpu = BURST_MS + wake_cpu_ms;
+        (cpu / self.duty - BURST_MS).max(0.0) * 1e6
+    }
+
+    /// Offered load, percent of the capacity the app's threads can have.
+    pub fn load_pct(&self) -> f64 {
+        100.0 * self.app_demand / self.capacity
     }
 }
 
@@ -66,34 +128,28 @@ fn bursty(c: &Clock, burst_units: u64, duty: f64, seed: u64, done: &AtomicU64) {
 ///   per CPU: its fair share is 40% of a CPU, and no hint may buy more.
 pub fn frame_mix(s: Scenario, cfg: Config, p: &Params) -> Result<Measurement> {
     let cpus = p.cpus;
-    let (render, n_bg, hogs) = match s {
-        Scenario::FrameMix => (0.6, 2 * cpus, 0),
-        Scenario::FrameMixHogs => (0.3, cpus, cpus),
-        _ => (0.8, 0, 2 * cpus),
-    };
-    let capacity = match s {
-        Scenario::FrameMix => cpus as f64,
-        _ => fair_share(cpus, 1 + n_bg, hogs),
-    };
-    let app_demand = p.level.frac() * capacity;
-    let duty = if n_bg > 0 {
-        ((app_demand - render) / n_bg as f64).clamp(0.05, 0.9)
-    } else {
-        0.0
-    };
+    let wake_ms = p.calib.wake_cpu_ms();
+    let shape = FrameShape::of(s, p.level, cpus, wake_ms);
+    let FrameShape {
+        n_bg,
+        hogs,
+        render_work,
+        ..
+    } = shape;
     let clock = Clock::new(p.timing.warmup, p.timing.secs);
-    let frame_units = p.units(render * FRAME_PERIOD as f64 / 1e6);
+    let frame_units = p.units(render_work * FRAME_PERIOD as f64 / 1e6);
     let c = clock.clone();
     let frame = spawn_as("render", cfg.fg, Some(APP_UID), move || {
         frame_loop(&c, FRAME_PERIOD, frame_units)
     });
     let bg_done = Arc::new(AtomicU64::new(0));
     let burst_units = p.units(BURST_MS);
+    let nap_ns = shape.nap_mean_ns(wake_ms);
     let bgs: Vec<_> = (0..n_bg)
         .map(|i| {
             let (c, done) = (clock.clone(), bg_done.clone());
             spawn_as("bg-stream", cfg.bg, Some(APP_UID), move || {
-                bursty(&c, burst_units, duty, 0x9e37_79b9 * (i as u64 + 1), &done)
+                bursty(&c, burst_units, nap_ns, 0x9e37_79b9 * (i as u64 + 1), &done)
             })
         })
         .collect();
@@ -120,17 +176,19 @@ pub fn frame_mix(s: Scenario, cfg: Config, p: &Params) -> Result<Measurement> {
     let achieved = periods_per_s * (1.0 - m.get("missed_pct") / 100.0);
     // The frame loop skips what it missed (bounded); the background
     // threads' own rate is reported beside it.
-    m.rates(
-        periods_per_s,
-        achieved,
-        100.0 * app_demand / cpus as f64,
-        Backlog::Bounded,
-    );
+    m.rates(periods_per_s, achieved, shape.load_pct(), Backlog::Bounded);
+    m.set("offered_guest_pct", 100.0 * shape.app_demand / cpus as f64);
     m.set("fg_achieved_per_s", achieved);
-    m.set("fg_demand_cpu", render);
-    m.set("fg_fair_share_cpu", fair_share(cpus, 1 + n_bg, hogs));
+    m.set("fg_demand_cpu", shape.render);
+    m.set("app_fair_share_cpu", fair_share(cpus, 1 + n_bg, hogs));
+    if n_bg == 0 {
+        // Alone among always-runnable hogs: the render thread's own share.
+        m.set("fg_fair_share_cpu", fair_share(cpus, 1, hogs));
+    }
     if n_bg > 0 {
-        let offered = n_bg as f64 * duty * p.calib.units_per_cpu_ms * 1000.0;
+        // Bursts per second a background thread offers, uncontended.
+        let bursts_per_s = 1e9 / (BURST_MS * 1e6 + nap_ns);
+        let offered = n_bg as f64 * bursts_per_s * burst_units as f64;
         m.set("bg_offered_units_per_s", offered);
         m.set(
             "bg_units_per_s",
@@ -267,8 +325,12 @@ pub fn roles(s: Scenario, cfg: Config, p: &Params) -> Result<Measurement> {
     m.rates(
         offered,
         handled / secs,
-        100.0 * p.level.frac() * capacity / cpus as f64,
+        100.0 * p.level.frac(),
         Backlog::Grows,
+    );
+    m.set(
+        "offered_guest_pct",
+        100.0 * p.level.frac() * capacity / cpus as f64,
     );
     m.set("requests_per_s", handled / secs);
     m.set("missed_pct", 100.0 * missed / (handled + unserved).max(1.0));
@@ -431,4 +493,45 @@ pub fn hackbench(p: &Params) -> Result<Measurement> {
     m.set("messages_per_s", per_s);
     m.rates(per_s, per_s, 100.0, Backlog::Bounded);
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WAKE_MS: f64 = 0.05;
+
+    #[test]
+    fn each_level_offers_its_share_of_the_apps_capacity() {
+        for s in [Scenario::FrameMix, Scenario::FrameMixHogs] {
+            for l in [Level::Light, Level::Near, Level::Over] {
+                let f = FrameShape::of(s, l, 2, WAKE_MS);
+                assert!(
+                    (f.load_pct() - 100.0 * l.frac()).abs() < 1e-6,
+                    "{s:?} {l:?}: {}",
+                    f.load_pct()
+                );
+            }
+        }
+        // Beside 2 hogs the app's 3 threads can have 3/5 of 2 CPUs.
+        let f = FrameShape::of(Scenario::FrameMixHogs, Level::Over, 2, WAKE_MS);
+        assert!((f.capacity - 1.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_limit_case_offers_twice_the_render_threads_fair_share() {
+        let f = FrameShape::of(Scenario::FrameOverShare, Level::Fixed, 2, 0.0);
+        assert_eq!(f.n_bg, 0);
+        assert!((f.capacity - 0.4).abs() < 1e-9);
+        assert!((f.load_pct() - 200.0).abs() < 1e-6, "{}", f.load_pct());
+    }
+
+    #[test]
+    fn a_background_threads_wakeups_count_in_its_duty() {
+        let f = FrameShape::of(Scenario::FrameMix, Level::Near, 2, WAKE_MS);
+        // A burst and its wakeup over a burst plus the nap is the duty.
+        let nap_ms = f.nap_mean_ns(WAKE_MS) / 1e6;
+        let duty = (BURST_MS + WAKE_MS) / (BURST_MS + nap_ms);
+        assert!((duty - f.duty).abs() < 1e-9, "{duty} vs {}", f.duty);
+    }
 }

@@ -38,6 +38,16 @@ impl Calibration {
         (cpu_ms * self.units_per_cpu_ms).round().max(1.0) as u64
     }
 
+    /// Relative error of [`Calibration::units`] for `cpu_ms` (0.1 = the
+    /// work done is 10% more or less than asked): units are whole.
+    pub fn sizing_error(&self, cpu_ms: f64) -> f64 {
+        let want = cpu_ms * self.units_per_cpu_ms;
+        if want <= 0.0 {
+            return f64::INFINITY;
+        }
+        (self.units(cpu_ms) as f64 - want).abs() / want
+    }
+
     /// CPU-milliseconds one wakeup costs (half a round trip).
     pub fn wake_cpu_ms(&self) -> f64 {
         self.wake_cpu_us / 2000.0
@@ -94,7 +104,7 @@ fn rates_on(cpus: &[usize], ms: f64) -> Vec<f64> {
                 let c0 = thread_cpu_ns();
                 let mut n = 0u64;
                 while thread_cpu_ns() - c0 < 2_000_000 {
-                    n += work_units(16, &stop);
+                    n += work_units(1024, &stop);
                 }
                 let per_ms = (n as f64 / 2.0).max(1.0);
                 let mut rates = Vec::new();

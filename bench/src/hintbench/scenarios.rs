@@ -213,7 +213,9 @@ impl Measurement {
     }
 
     /// Records the offered and achieved rates of the latency threads'
-    /// events and the offered load. A run of a queue (`Backlog::Grows`)
+    /// events and the offered load (`load_pct`: percent of the capacity the
+    /// scenario's own threads can have, the unit of the levels and of the
+    /// plots' x axis). A run of a queue (`Backlog::Grows`)
     /// whose events were served at less than 90% of the offered rate fell
     /// behind without bound (its queue grows for as long as it runs):
     /// `behind` = 1. A frame loop skips the periods it missed and a closed
@@ -388,12 +390,14 @@ fn render(cfg: Config, hogs: usize, p: &Params) -> Result<Measurement> {
     let periods_per_s = 1e9 / FRAME_PERIOD as f64;
     let achieved = periods_per_s * (1.0 - m.get("missed_pct") / 100.0);
     // A frame loop skips what it missed: it never falls behind for good.
+    let demand = 0.25 + p.calib.wake_cpu_ms() * 1e6 / FRAME_PERIOD as f64;
     m.rates(
         periods_per_s,
         achieved,
-        100.0 * 0.25 / p.cpus as f64,
+        100.0 * demand / fair_share(p.cpus, 1, hogs),
         Backlog::Bounded,
     );
+    m.set("offered_guest_pct", 100.0 * demand / p.cpus as f64);
     m.set("fg_achieved_per_s", achieved);
     Ok(m)
 }
@@ -503,7 +507,8 @@ impl Switcher {
     }
 }
 
-const REQ_WORK_MS: f64 = 0.05;
+/// The smallest work of any scenario, CPU-ms.
+pub(crate) const REQ_WORK_MS: f64 = 0.05;
 const BATCH_CHUNK_MS: f64 = 0.2;
 
 /// Workers (one per CPU) each get a request every period. Per request a

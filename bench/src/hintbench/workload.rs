@@ -68,8 +68,12 @@ pub fn work_cpu(ns: u64, stop: &AtomicBool) {
 
 /// Spin iterations per unit of the scenarios' work loop. The calibration
 /// measures how many units a vCPU does per CPU-millisecond; scenarios size
-/// their work in units derived from that, never in absolute time.
-pub const WORK_UNIT: u32 = 256;
+/// their work in units derived from that, never in absolute time. Small,
+/// so that the smallest work (0.05 CPU-ms) is still many units on a slow
+/// emulated guest: at 256 spins a unit was 77 us of such a guest, and
+/// 0.05 CPU-ms rounded up to 1.5 times itself (6 times on a host 4x
+/// slower).
+pub const WORK_UNIT: u32 = 4;
 
 /// Does `n` units of the work loop (a fixed amount of computation, however
 /// long it takes), or fewer if `stop` is set; returns the units done.
@@ -89,14 +93,17 @@ pub fn work_units(n: u64, stop: &AtomicBool) -> u64 {
 /// process-wide wrappers) to `uid`/gid `uid`, dropping root's capabilities,
 /// as if another, unprivileged user ran it.
 pub fn become_user(uid: u32) -> Result<()> {
-    // SAFETY: plain system calls on the calling thread's credentials.
+    // SAFETY: plain system calls on the calling thread's credentials. The
+    // supplementary groups go first (root's group 0 would stay otherwise).
     let r = unsafe {
-        let g = libc::syscall(libc::SYS_setresgid, uid, uid, uid);
-        if g != 0 {
-            g
-        } else {
-            libc::syscall(libc::SYS_setresuid, uid, uid, uid)
+        let mut r = libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>());
+        if r == 0 {
+            r = libc::syscall(libc::SYS_setresgid, uid, uid, uid);
         }
+        if r == 0 {
+            r = libc::syscall(libc::SYS_setresuid, uid, uid, uid);
+        }
+        r
     };
     if r != 0 {
         bail!("setresuid({uid}): {}", std::io::Error::last_os_error());
@@ -183,10 +190,15 @@ impl Treatment {
     /// Applies it to the calling thread (at the thread's start).
     pub fn apply(self) -> Result<()> {
         self.knob.apply()?;
+        self.apply_hint();
+        Ok(())
+    }
+
+    /// Sets the hint only (registering the thread on its first hint).
+    pub fn apply_hint(self) {
         if let Some(c) = self.class {
             scx_hints::set_latency_class(c);
         }
-        Ok(())
     }
 }
 
@@ -208,10 +220,10 @@ pub fn spawn<R: Send + 'static>(
     spawn_as(name, t, None, f)
 }
 
-/// [`spawn`], then the thread becomes `uid` (if given) after applying `t`
-/// as root: it registers its hints and sets its starting knob, and from
-/// then on has only an unprivileged user's rights (a knob it lowers cannot
-/// be raised again).
+/// [`spawn`] as `uid` (if given): the thread registers its hint as root,
+/// becomes `uid`, and only then applies its knob, so that a knob contender
+/// has exactly an unprivileged user's rights (a knob that needed more
+/// fails the run; a knob it lowers cannot be raised again).
 pub fn spawn_as<R: Send + 'static>(
     name: &str,
     t: Treatment,
@@ -221,9 +233,13 @@ pub fn spawn_as<R: Send + 'static>(
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            t.apply()?;
-            if let Some(u) = uid {
-                become_user(u)?;
+            match uid {
+                Some(u) => {
+                    t.apply_hint();
+                    become_user(u)?;
+                    t.knob.apply()?;
+                }
+                None => t.apply()?,
             }
             Ok(f())
         })
@@ -246,7 +262,7 @@ pub struct Hogs {
 }
 
 /// Work units a hog counts at a time.
-const HOG_BATCH: u64 = 64;
+const HOG_BATCH: u64 = 4096;
 
 impl Hogs {
     pub fn start(n: usize, t: Treatment) -> Hogs {
@@ -349,5 +365,44 @@ mod class_name {
         Option::<String>::deserialize(d)?
             .map(|n| n.parse().map_err(serde::de::Error::custom))
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    /// A thread spawned as another user applies its knob with that user's
+    /// rights only, and keeps none of root's groups.
+    #[test]
+    fn a_knob_is_applied_with_the_users_rights_only() {
+        if !is_root() {
+            assert!(std::env::var_os("CI").is_none(), "needs root in CI");
+            eprintln!("skipped: needs root (setresuid)");
+            return;
+        }
+        // Raising the priority needs CAP_SYS_NICE: refused to the user.
+        let raised = spawn_as("t", Treatment::knob(Knob::Nice(-5)), Some(APP_UID), || ());
+        assert!(join(raised).is_err(), "nice -5 applied with root's rights");
+        // Lowering it is every user's right.
+        let lowered = spawn_as("t", Treatment::knob(Knob::Nice(5)), Some(APP_UID), || {
+            // SAFETY: plain queries of the calling thread's credentials.
+            unsafe {
+                (
+                    libc::syscall(libc::SYS_geteuid),
+                    libc::syscall(libc::SYS_getgroups, 0, std::ptr::null_mut::<libc::gid_t>()),
+                    libc::getpriority(libc::PRIO_PROCESS, 0),
+                )
+            }
+        });
+        let (euid, groups, nice) = join(lowered).expect("nice 5 as a user");
+        assert_eq!(euid, APP_UID as i64);
+        assert_eq!(groups, 0, "supplementary groups kept");
+        assert_eq!(nice, 5);
     }
 }
