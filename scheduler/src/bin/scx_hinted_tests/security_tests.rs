@@ -60,6 +60,34 @@ fn become_user(uid: u32) -> std::io::Result<()> {
     }
 }
 
+/// The forger spec's "user" for root without CAP_SYS_NICE.
+const ROOT_WITHOUT_SYS_NICE: &str = "root-without-sys-nice";
+const CAP_SYS_NICE: u32 = 23;
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Drops CAP_SYS_NICE from this thread's effective and permitted sets
+/// (capabilities are per thread; the forgery runs on this one).
+fn drop_sys_nice() -> std::io::Result<()> {
+    // struct __user_cap_header_struct and two __user_cap_data_struct
+    // (effective, permitted, inheritable), version 3.
+    let mut header = [LINUX_CAPABILITY_VERSION_3, 0u32];
+    let mut data = [[0u32; 3]; 2];
+    // SAFETY: capget/capset read and write the header and two data words
+    // this function owns, as the version-3 ABI defines.
+    let ok = unsafe {
+        libc::syscall(libc::SYS_capget, header.as_mut_ptr(), data.as_mut_ptr()) == 0 && {
+            data[0][0] &= !(1 << CAP_SYS_NICE);
+            data[0][1] &= !(1 << CAP_SYS_NICE);
+            libc::syscall(libc::SYS_capset, header.as_mut_ptr(), data.as_ptr()) == 0
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 fn errno() -> i32 {
     std::io::Error::last_os_error()
         .raw_os_error()
@@ -122,19 +150,27 @@ fn forge_once(pin: &Path, op: &str, tid: i32) -> Result<(), i32> {
     Ok(())
 }
 
-/// Child: `--forge UID:OP:TID`. Exit status 0 if the kernel accepted the
-/// write, else its errno.
+/// Child: `--forge UID:OP:TID`, UID a number or `root-without-sys-nice`.
+/// Exit status 0 if the kernel accepted the write, else its errno.
 pub fn forge_child(spec: &str, pin: &Path) -> i32 {
     let parts: Vec<&str> = spec.split(':').collect();
-    let (Some(uid), Some(op), Some(tid)) = (
-        parts.first().and_then(|u| u.parse::<u32>().ok()),
+    let (Some(user), Some(op), Some(tid)) = (
+        parts.first(),
         parts.get(1),
         parts.get(2).and_then(|t| t.parse::<i32>().ok()),
     ) else {
         eprintln!("--forge wants UID:register|delete|freeze:TID");
         return 255;
     };
-    if let Err(e) = become_user(uid) {
+    let became = if *user == ROOT_WITHOUT_SYS_NICE {
+        drop_sys_nice()
+    } else if let Ok(uid) = user.parse::<u32>() {
+        become_user(uid)
+    } else {
+        eprintln!("--forge: {user:?} is neither a uid nor {ROOT_WITHOUT_SYS_NICE}");
+        return 255;
+    };
+    if let Err(e) = became {
         eprintln!("forge: {e}");
         return 255;
     }
@@ -437,10 +473,11 @@ impl Drop for App {
     }
 }
 
-/// Runs `--forge` as `uid`; returns 0 or the errno the kernel gave.
-fn forge(env: &Env, uid: u32, op: &str, tid: i32) -> Result<i32> {
+/// Runs `--forge` as `user` (a uid or ROOT_WITHOUT_SYS_NICE); returns 0 or
+/// the errno the kernel gave.
+fn forge(env: &Env, user: impl std::fmt::Display, op: &str, tid: i32) -> Result<i32> {
     let status = Command::new(&env.self_exe)
-        .args(["--forge", &format!("{uid}:{op}:{tid}")])
+        .args(["--forge", &format!("{user}:{op}:{tid}")])
         .env("SCX_HINTS_TLD_MAP", &env.pin)
         .stdin(Stdio::null())
         .status()
@@ -620,13 +657,20 @@ pub fn forging(env: &Env) -> Result<String> {
     }
     let r = forge(env, USER_A, "freeze", b.tid)?;
     ensure!(r == libc::EPERM, "user A's freeze gave {r}, not EPERM");
+    // Effective uid 0 is not the privilege: CAP_SYS_NICE is.
+    let r = forge(env, ROOT_WITHOUT_SYS_NICE, "register", b.tid)?;
+    ensure!(
+        r == libc::EPERM,
+        "root without CAP_SYS_NICE registering over B's thread gave {r}, not EPERM"
+    );
+    outcomes.push("register B's thread as root without CAP_SYS_NICE: EPERM".into());
     ensure!(
         forge(env, USER_A, "register", 0)? == 0,
         "user A could not register its own thread"
     );
     let g1 = guard_counters(env)?;
     ensure!(
-        g1[2] - g0[2] >= 7 && g1[3] == g0[3],
+        g1[2] - g0[2] >= 8 && g1[3] == g0[3],
         "guard counters before {g0:?}, after {g1:?}"
     );
     sleep(Duration::from_secs(2));
