@@ -6,8 +6,8 @@
  * or delete the entry of any task it has a pidfd for. The guard narrows that
  * for the TLD map: a registration, update or deletion of a thread's entry is
  * accepted only from that thread's own process (same thread group) or from a
- * privileged caller (root or CAP_SYS_NICE, both in the initial user
- * namespace). Freezing the map, which would stop every later registration,
+ * privileged caller (CAP_SYS_NICE in the initial user namespace, which root
+ * normally holds). Freezing the map, which would stop every later registration,
  * is privileged too.
  *
  * It runs on the bpf() syscall's LSM hook, before the kernel resolves the
@@ -51,8 +51,11 @@ static __always_inline void count(__u64 *counter)
 	__sync_fetch_and_add(counter, 1);
 }
 
-/* Root or CAP_SYS_NICE, in the initial user namespace: the privilege that
- * may also set another process's nice value. */
+/* CAP_SYS_NICE in the initial user namespace: the privilege that may also
+ * set another user's nice value. Not euid 0 alone: a root process that
+ * dropped CAP_SYS_NICE (a container's root in the initial namespace, a
+ * sandboxed service) cannot renice others' threads, so it may not rewrite
+ * their hints either. */
 static bool caller_privileged(struct task_struct *cur)
 {
 	const struct cred *cred = BPF_CORE_READ(cur, cred);
@@ -60,8 +63,6 @@ static bool caller_privileged(struct task_struct *cur)
 
 	if (BPF_CORE_READ(cred, user_ns, level) != 0)
 		return false;
-	if (BPF_CORE_READ(cred, euid.val) == 0)
-		return true;
 	caps = BPF_CORE_READ(cred, cap_effective.val);
 	return caps & (1ULL << CAP_SYS_NICE);
 }

@@ -5,7 +5,7 @@
 
 struct tld_guard_stats {
 	__u64 own;		/* updates/deletes of the caller's own threads, let through */
-	__u64 privileged;	/* calls by root or CAP_SYS_NICE, let through unchecked */
+	__u64 privileged;	/* calls with CAP_SYS_NICE, let through unchecked */
 	__u64 refused;		/* calls refused with an error */
 	__u64 foreign_writes;	/* writes the kernel applied to another process's thread
 				 * for an unprivileged caller: a raced check (fexit) */

@@ -38,14 +38,21 @@ fn pin_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// Replaces the pin at `path` by `link` (the old link detaches when its pin
-/// goes; the new one is attached already, so there is no unguarded gap).
+/// Replaces the pin at `path` by `link`: pinned under a temporary name, then
+/// renamed over the old pin, so that some guard stays pinned at every moment
+/// (also if scx_hinted is killed in between); the old link detaches when its
+/// pin goes, the new one is attached already.
 fn replace_pin(link: &mut Link, path: &Path) -> Result<()> {
-    if path.exists() {
-        fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+    let mut new = path.as_os_str().to_owned();
+    new.push("_new"); // bpffs refuses names with a dot
+    let new = PathBuf::from(new);
+    if new.exists() {
+        fs::remove_file(&new).with_context(|| format!("removing {}", new.display()))?;
     }
-    link.pin(path)
-        .with_context(|| format!("pinning {}", path.display()))
+    link.pin(&new)
+        .with_context(|| format!("pinning {}", new.display()))?;
+    fs::rename(&new, path)
+        .with_context(|| format!("renaming {} to {}", new.display(), path.display()))
 }
 
 fn load(map_id: u32, map_pin: &Path, with_record: bool) -> Result<(Link, Vec<Link>, MapHandle)> {

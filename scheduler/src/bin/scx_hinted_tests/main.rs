@@ -58,8 +58,10 @@ struct Args {
     #[arg(long, hide = true)]
     register_as: Option<String>,
 
-    /// Internal: a child that becomes UID and tries OP (register, delete,
-    /// freeze) on the TLD entry of thread TID (0: its own): `UID:OP:TID`.
+    /// Internal: a child that becomes UID (or stays root without
+    /// CAP_SYS_NICE: root-without-sys-nice) and tries OP (register, delete,
+    /// freeze, lookup-and-delete, update-batch, delete-batch) on the TLD
+    /// entry of thread TID (0: its own): `UID:OP:TID`.
     #[arg(long, hide = true)]
     forge: Option<String>,
 

@@ -33,8 +33,13 @@ const GUARD_STATS_PIN: &str = "guard_stats";
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 const BPF_MAP_FREEZE: libc::c_long = 22;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+/// The kernel's "operation not supported" (not in libc: kernel-internal).
+const ENOTSUPP: i32 = 524;
 /// struct tld_map_value: two user pointers, a start offset, padding.
 const MAP_VALUE_SIZE: usize = 24;
 
@@ -53,6 +58,34 @@ fn become_user(uid: u32) -> std::io::Result<()> {
     let ok = unsafe { libc::setgroups(0, std::ptr::null()) == 0 && libc::setgid(uid) == 0 }
         // SAFETY: as above.
         && unsafe { libc::setuid(uid) == 0 };
+    if ok {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The forger spec's "user" for root without CAP_SYS_NICE.
+const ROOT_WITHOUT_SYS_NICE: &str = "root-without-sys-nice";
+const CAP_SYS_NICE: u32 = 23;
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Drops CAP_SYS_NICE from this thread's effective and permitted sets
+/// (capabilities are per thread; the forgery runs on this one).
+fn drop_sys_nice() -> std::io::Result<()> {
+    // struct __user_cap_header_struct and two __user_cap_data_struct
+    // (effective, permitted, inheritable), version 3.
+    let mut header = [LINUX_CAPABILITY_VERSION_3, 0u32];
+    let mut data = [[0u32; 3]; 2];
+    // SAFETY: capget/capset read and write the header and two data words
+    // this function owns, as the version-3 ABI defines.
+    let ok = unsafe {
+        libc::syscall(libc::SYS_capget, header.as_mut_ptr(), data.as_mut_ptr()) == 0 && {
+            data[0][0] &= !(1 << CAP_SYS_NICE);
+            data[0][1] &= !(1 << CAP_SYS_NICE);
+            libc::syscall(libc::SYS_capset, header.as_mut_ptr(), data.as_ptr()) == 0
+        }
+    };
     if ok {
         Ok(())
     } else {
@@ -117,31 +150,77 @@ fn forge_once(pin: &Path, op: &str, tid: i32) -> Result<(), i32> {
             attr[1] = 0;
             bpf(BPF_MAP_FREEZE, &attr)?;
         }
-        _ => return Err(libc::EINVAL),
+        // Commands the guard does not look at: task-storage maps have no
+        // such operation, so the kernel must refuse them by itself.
+        "lookup-and-delete" => {
+            let mut out = [0u8; MAP_VALUE_SIZE];
+            attr[2] = out.as_mut_ptr() as u64;
+            bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &attr)?;
+        }
+        "update-batch" | "delete-batch" => {
+            // struct bpf_attr's batch: in_batch, out_batch, keys, values,
+            // count (u32) and map_fd (u32), elem_flags, flags.
+            let mut batch = [0u64; 8];
+            batch[2] = &key as *const i32 as u64;
+            batch[3] = value.as_ptr() as u64;
+            batch[4] = 1 | ((map_fd as u64) << 32);
+            let cmd = if op == "update-batch" {
+                BPF_MAP_UPDATE_BATCH
+            } else {
+                BPF_MAP_DELETE_BATCH
+            };
+            bpf(cmd, &batch)?;
+        }
+        _ => unreachable!("forge_child checks the operation"),
     }
     Ok(())
 }
 
-/// Child: `--forge UID:OP:TID`. Exit status 0 if the kernel accepted the
-/// write, else its errno.
+const FORGE_OPS: [&str; 6] = [
+    "register",
+    "delete",
+    "freeze",
+    "lookup-and-delete",
+    "update-batch",
+    "delete-batch",
+];
+
+/// Child: `--forge UID:OP:TID`, UID a number or `root-without-sys-nice`.
+/// Prints `errno 0` if the kernel accepted the write, else `errno N`.
 pub fn forge_child(spec: &str, pin: &Path) -> i32 {
     let parts: Vec<&str> = spec.split(':').collect();
-    let (Some(uid), Some(op), Some(tid)) = (
-        parts.first().and_then(|u| u.parse::<u32>().ok()),
+    let (Some(user), Some(op), Some(tid)) = (
+        parts.first(),
         parts.get(1),
         parts.get(2).and_then(|t| t.parse::<i32>().ok()),
     ) else {
-        eprintln!("--forge wants UID:register|delete|freeze:TID");
+        eprintln!(
+            "--forge wants UID:register|delete|freeze|lookup-and-delete|update-batch|delete-batch:TID"
+        );
         return 255;
     };
-    if let Err(e) = become_user(uid) {
+    if !FORGE_OPS.contains(op) {
+        eprintln!("--forge: unknown operation {op:?}");
+        return 255;
+    }
+    let became = if *user == ROOT_WITHOUT_SYS_NICE {
+        drop_sys_nice()
+    } else if let Ok(uid) = user.parse::<u32>() {
+        become_user(uid)
+    } else {
+        eprintln!("--forge: {user:?} is neither a uid nor {ROOT_WITHOUT_SYS_NICE}");
+        return 255;
+    };
+    if let Err(e) = became {
         eprintln!("forge: {e}");
         return 255;
     }
-    match forge_once(pin, op, tid) {
+    let errno = match forge_once(pin, op, tid) {
         Ok(()) => 0,
         Err(e) => e,
-    }
+    };
+    println!("errno {errno}");
+    0
 }
 
 /// Child: `--update-loop UID:N`. Registers this thread N times through the
@@ -437,17 +516,22 @@ impl Drop for App {
     }
 }
 
-/// Runs `--forge` as `uid`; returns 0 or the errno the kernel gave.
-fn forge(env: &Env, uid: u32, op: &str, tid: i32) -> Result<i32> {
-    let status = Command::new(&env.self_exe)
-        .args(["--forge", &format!("{uid}:{op}:{tid}")])
+/// Runs `--forge` as `user` (a uid or ROOT_WITHOUT_SYS_NICE); returns 0 or
+/// the errno the kernel gave.
+fn forge(env: &Env, user: impl std::fmt::Display, op: &str, tid: i32) -> Result<i32> {
+    let out = Command::new(&env.self_exe)
+        .args(["--forge", &format!("{user}:{op}:{tid}")])
         .env("SCX_HINTS_TLD_MAP", &env.pin)
         .stdin(Stdio::null())
-        .status()
+        .stderr(Stdio::inherit())
+        .output()
         .context("spawning the forger")?;
-    match status.code() {
-        Some(255) | None => bail!("the forger failed: {status}"),
-        Some(code) => Ok(code),
+    // The forger prints the errno: an exit status would truncate errnos
+    // above 255 (ENOTSUPP is 524).
+    let said = String::from_utf8_lossy(&out.stdout);
+    match said.trim().strip_prefix("errno ").map(str::parse::<i32>) {
+        Some(Ok(errno)) if out.status.success() => Ok(errno),
+        _ => bail!("the forger failed: {} ({said:?})", out.status),
     }
 }
 
@@ -618,15 +702,34 @@ pub fn forging(env: &Env) -> Result<String> {
             outcomes.push(format!("{op} {who}: EPERM"));
         }
     }
+    // The other writing commands are not the guard's: the kernel has none
+    // of them for task storage (ENOTSUPP, not a refusal for another reason:
+    // if a kernel adds one, this fails and the guard must cover it). The
+    // class check below shows B's entry survived.
+    for op in ["lookup-and-delete", "update-batch", "delete-batch"] {
+        let r = forge(env, USER_A, op, b.tid)?;
+        ensure!(
+            r == ENOTSUPP,
+            "user A's {op} of B's thread gave {r}, not ENOTSUPP"
+        );
+        outcomes.push(format!("{op} B's thread: ENOTSUPP"));
+    }
     let r = forge(env, USER_A, "freeze", b.tid)?;
     ensure!(r == libc::EPERM, "user A's freeze gave {r}, not EPERM");
+    // Effective uid 0 is not the privilege: CAP_SYS_NICE is.
+    let r = forge(env, ROOT_WITHOUT_SYS_NICE, "register", b.tid)?;
+    ensure!(
+        r == libc::EPERM,
+        "root without CAP_SYS_NICE registering over B's thread gave {r}, not EPERM"
+    );
+    outcomes.push("register B's thread as root without CAP_SYS_NICE: EPERM".into());
     ensure!(
         forge(env, USER_A, "register", 0)? == 0,
         "user A could not register its own thread"
     );
     let g1 = guard_counters(env)?;
     ensure!(
-        g1[2] - g0[2] >= 7 && g1[3] == g0[3],
+        g1[2] - g0[2] >= 8 && g1[3] == g0[3],
         "guard counters before {g0:?}, after {g1:?}"
     );
     sleep(Duration::from_secs(2));
