@@ -59,7 +59,8 @@
  * - The kernel's side. Exiting and migration-disabled tasks come through
  *   ops.enqueue() too (the latter go to their CPU's local queue), wakeups may
  *   be queued to the target CPU, and when an RT or deadline task takes a CPU
- *   its local queue goes back through ops.enqueue() (ops.cpu_release).
+ *   its local queue goes back through ops.enqueue() (from the sched_switch
+ *   tracepoint, or ops.cpu_release on kernels before 6.19).
  *
  * docs/policy.md says the same for users, with the numbers.
  */
@@ -1059,14 +1060,41 @@ void BPF_STRUCT_OPS(hinted_tick, struct task_struct *p)
  * A higher sched class (RT, deadline, stop) takes this CPU: the tasks queued
  * on its local queue would wait for it to finish. Send them back through
  * ops.enqueue() so that another CPU can run them.
+ *
+ * Kernels whose local re-enqueue may be called from anywhere (6.19 on)
+ * deprecate ops.cpu_release: there user space leaves it out and loads
+ * hinted_rt_switch instead; older kernels keep ops.cpu_release.
  */
-void BPF_STRUCT_OPS(hinted_cpu_release, s32 cpu, struct scx_cpu_release_args *args)
+static __always_inline void count_cpu_release(void)
 {
 	struct hinted_stats *s = stats_get();
 
-	scx_bpf_reenqueue_local();
 	if (s)
 		s->cpu_releases++;
+}
+
+void BPF_STRUCT_OPS(hinted_cpu_release, s32 cpu, struct scx_cpu_release_args *args)
+{
+	scx_bpf_reenqueue_local();
+	count_cpu_release();
+}
+
+#ifndef MAX_RT_PRIO
+#define MAX_RT_PRIO		100
+#endif
+
+/* Loaded only where ops.cpu_release is left out (see above). */
+SEC("?tp_btf/sched_switch")
+int BPF_PROG(hinted_rt_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
+	     unsigned int prev_state)
+{
+	/* RT and deadline tasks have prio below MAX_RT_PRIO; only the switch
+	 * into them matters (the local queue is re-enqueued once). */
+	if (next->prio >= MAX_RT_PRIO || prev->prio < MAX_RT_PRIO)
+		return 0;
+	if (!scx_bpf_reenqueue_local_from_anywhere())
+		count_cpu_release();
+	return 0;
 }
 
 void BPF_STRUCT_OPS(hinted_stopping, struct task_struct *p, bool runnable)
