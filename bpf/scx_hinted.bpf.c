@@ -41,7 +41,9 @@
  *
  * - Starvation guard. Deadlines scale with the inverse of the weight, so a
  *   nice-19 task among many CPU hogs could wait seconds per slice; a task
- *   queued for starve_ns (1 s) runs next, so the watchdog never fires.
+ *   that has waited starve_ns (1 s) in the shared queue runs ahead of the
+ *   deadline order (one CPU looks every starve_check_ns, 100 ms, and again
+ *   right after each such pick), so the watchdog does not fire.
  *
  * - Abuse budget. A critical or interactive thread that runs longer than its
  *   class budget without sleeping is scheduled as normal for the rest of that
@@ -847,7 +849,9 @@ void BPF_STRUCT_OPS(hinted_enqueue, struct task_struct *p, u64 enq_flags)
  * the shared queue and runs the first task that has waited starve_ns or
  * longer. That task gets one slice more than its weight gives it per
  * starve_ns: a nice-19 task beside many hogs then gets about one slice a
- * second, and the watchdog never fires.
+ * second. After a pick the next dispatch looks again at once: one pick per
+ * period would serve only ten starving tasks a second, and some 200 of them
+ * would reach the watchdog.
  */
 static bool serve_starving(u64 now)
 {
@@ -866,6 +870,7 @@ static bool serve_starving(u64 now)
 		if (scx_bpf_dsq_move(BPF_FOR_EACH_ITER, p, SCX_DSQ_LOCAL, 0)) {
 			if ((s = stats_get()))
 				s->starve_picks++;
+			starve_checked_at = now - starve_check_ns;
 			return true;
 		}
 	}
