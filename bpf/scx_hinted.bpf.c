@@ -1025,8 +1025,10 @@ void BPF_STRUCT_OPS(hinted_tick, struct task_struct *p)
 
 	/* Demote an elevated thread within one tick of overrunning its budget. */
 	if (check_budget(tctx, stats_get(), tctx->burst_ns + (now - tctx->run_start))) {
+		/* Wakers now compare with a normal task's deadline, not its
+		 * short elevated one. */
 		if (cctx)
-			cctx->cur_class = SCX_HINT_CLASS_NORMAL;
+			set_current(cctx, tctx, SCX_HINT_CLASS_NORMAL, cctx->cur_start);
 		if (scx_bpf_dsq_nr_queued(HINTED_DSQ_FG))
 			scx_bpf_task_set_slice(p, 0);
 		return;
