@@ -41,7 +41,9 @@
  *
  * - Starvation guard. Deadlines scale with the inverse of the weight, so a
  *   nice-19 task among many CPU hogs could wait seconds per slice; a task
- *   queued for starve_ns (1 s) runs next, so the watchdog never fires.
+ *   that has waited starve_ns (1 s) in the shared queue runs ahead of the
+ *   deadline order (one CPU looks every starve_check_ns, 100 ms, and again
+ *   right after each such pick), so the watchdog does not fire.
  *
  * - Abuse budget. A critical or interactive thread that runs longer than its
  *   class budget without sleeping is scheduled as normal for the rest of that
@@ -59,7 +61,8 @@
  * - The kernel's side. Exiting and migration-disabled tasks come through
  *   ops.enqueue() too (the latter go to their CPU's local queue), wakeups may
  *   be queued to the target CPU, and when an RT or deadline task takes a CPU
- *   its local queue goes back through ops.enqueue() (ops.cpu_release).
+ *   its local queue goes back through ops.enqueue() (from the sched_switch
+ *   tracepoint, or ops.cpu_release on kernels before 6.19).
  *
  * docs/policy.md says the same for users, with the numbers.
  */
@@ -846,7 +849,9 @@ void BPF_STRUCT_OPS(hinted_enqueue, struct task_struct *p, u64 enq_flags)
  * the shared queue and runs the first task that has waited starve_ns or
  * longer. That task gets one slice more than its weight gives it per
  * starve_ns: a nice-19 task beside many hogs then gets about one slice a
- * second, and the watchdog never fires.
+ * second. After a pick the next dispatch looks again at once: one pick per
+ * period would serve only ten starving tasks a second, and some 200 of them
+ * would reach the watchdog.
  */
 static bool serve_starving(u64 now)
 {
@@ -865,6 +870,7 @@ static bool serve_starving(u64 now)
 		if (scx_bpf_dsq_move(BPF_FOR_EACH_ITER, p, SCX_DSQ_LOCAL, 0)) {
 			if ((s = stats_get()))
 				s->starve_picks++;
+			starve_checked_at = now - starve_check_ns;
 			return true;
 		}
 	}
@@ -1019,8 +1025,10 @@ void BPF_STRUCT_OPS(hinted_tick, struct task_struct *p)
 
 	/* Demote an elevated thread within one tick of overrunning its budget. */
 	if (check_budget(tctx, stats_get(), tctx->burst_ns + (now - tctx->run_start))) {
+		/* Wakers now compare with a normal task's deadline, not its
+		 * short elevated one. */
 		if (cctx)
-			cctx->cur_class = SCX_HINT_CLASS_NORMAL;
+			set_current(cctx, tctx, SCX_HINT_CLASS_NORMAL, cctx->cur_start);
 		if (scx_bpf_dsq_nr_queued(HINTED_DSQ_FG))
 			scx_bpf_task_set_slice(p, 0);
 		return;
@@ -1059,14 +1067,41 @@ void BPF_STRUCT_OPS(hinted_tick, struct task_struct *p)
  * A higher sched class (RT, deadline, stop) takes this CPU: the tasks queued
  * on its local queue would wait for it to finish. Send them back through
  * ops.enqueue() so that another CPU can run them.
+ *
+ * Kernels whose local re-enqueue may be called from anywhere (6.19 on)
+ * deprecate ops.cpu_release: there user space leaves it out and loads
+ * hinted_rt_switch instead; older kernels keep ops.cpu_release.
  */
-void BPF_STRUCT_OPS(hinted_cpu_release, s32 cpu, struct scx_cpu_release_args *args)
+static __always_inline void count_cpu_release(void)
 {
 	struct hinted_stats *s = stats_get();
 
-	scx_bpf_reenqueue_local();
 	if (s)
 		s->cpu_releases++;
+}
+
+void BPF_STRUCT_OPS(hinted_cpu_release, s32 cpu, struct scx_cpu_release_args *args)
+{
+	scx_bpf_reenqueue_local();
+	count_cpu_release();
+}
+
+#ifndef MAX_RT_PRIO
+#define MAX_RT_PRIO		100
+#endif
+
+/* Loaded only where ops.cpu_release is left out (see above). */
+SEC("?tp_btf/sched_switch")
+int BPF_PROG(hinted_rt_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
+	     unsigned int prev_state)
+{
+	/* RT and deadline tasks have prio below MAX_RT_PRIO; only the switch
+	 * into them matters (the local queue is re-enqueued once). */
+	if (next->prio >= MAX_RT_PRIO || prev->prio < MAX_RT_PRIO)
+		return 0;
+	if (!scx_bpf_reenqueue_local_from_anywhere())
+		count_cpu_release();
+	return 0;
 }
 
 void BPF_STRUCT_OPS(hinted_stopping, struct task_struct *p, bool runnable)

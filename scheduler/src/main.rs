@@ -273,6 +273,14 @@ impl<'a> Scheduler<'a> {
         skel.struct_ops.hinted_ops_mut().flags = *compat::SCX_OPS_ENQ_EXITING
             | *compat::SCX_OPS_ENQ_MIGRATION_DISABLED
             | *compat::SCX_OPS_ALLOW_QUEUED_WAKEUP;
+        // Where the local queue can be re-enqueued from anywhere (6.19 on),
+        // ops.cpu_release is deprecated: a sched_switch hook does its work.
+        if compat::ksym_exists("scx_bpf_dsq_reenq")?
+            || compat::ksym_exists("scx_bpf_reenqueue_local___v2")?
+        {
+            skel.struct_ops.hinted_ops_mut().cpu_release = std::ptr::null_mut();
+            skel.progs.hinted_rt_switch.set_autoload(true);
+        }
 
         let us = |v: u64| v.saturating_mul(1000);
         let rodata = skel.maps.rodata_data.as_mut().unwrap();
