@@ -36,7 +36,7 @@
 //! - `GUEST_TMP`: a tmpfs directory (`/dev/shm/scx-hints`) with a static
 //!   busybox in `$GUEST_TMP/bin`. **Detaching a sched_ext scheduler while
 //!   CPU hogs run stalls user space when the programs involved live on the
-//!   9p root** (REFERENCE.md, section 2). Tests that restart, kill or detach
+//!   9p root** (seen in every such run on 7.2 and 7.3). Tests that restart, kill or detach
 //!   a scheduler under load must copy the scheduler, stress-ng and their
 //!   libraries into `$GUEST_TMP` first and touch no 9p file (not
 //!   `$GUEST_OUT` either) while detaching. The helper

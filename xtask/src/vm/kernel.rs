@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The default suite (see REFERENCE.md: its 7.3 kernels have sched_ext).
+/// The default suite (its Debian 7.3 kernels have sched_ext).
 pub const DEFAULT_SUITE: &str = "trixie-backports";
 
 /// Name of the file that marks a complete kernel directory.
