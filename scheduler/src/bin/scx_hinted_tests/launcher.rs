@@ -50,8 +50,11 @@ fn describe(child: &mut Child) -> String {
                 .filter_map(|c| c.parse().ok())
                 .map(threads_of)
                 .collect();
+            // Forks that took a class over from their parent: scx-hint's
+            // helper threads count once the scheduler read its class.
+            let inherited = stats().map_or(f64::NAN, |s| s.get("inherited"));
             format!(
-                "threads: {}; children: [{}]",
+                "threads: {}; children: [{}]; forks that inherited a class: {inherited}",
                 threads_of(pid),
                 kids.join("; ")
             )
