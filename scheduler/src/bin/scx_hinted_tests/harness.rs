@@ -57,6 +57,11 @@ pub fn wait_state(want: &str, timeout: Duration) -> Result<()> {
     }
 }
 
+/// How long an attach may take: loading and verifying scx_hinted's BPF in the
+/// emulated guest took about 30 s on two busy vCPUs, and more than 60 s on one
+/// (soak, CPU 1 offline, hogs running).
+pub const ATTACH_WAIT: Duration = Duration::from_secs(120);
+
 pub struct Sched {
     child: Option<Child>,
     log: PathBuf,
@@ -66,7 +71,7 @@ impl Sched {
     /// Starts scx_hinted with `args` and waits until it is attached and its
     /// stats server answers.
     pub fn start(env: &Env, args: &[&str]) -> Result<Self> {
-        Self::start_within(env, args, Duration::from_secs(120))
+        Self::start_within(env, args, ATTACH_WAIT)
     }
 
     /// [`Sched::start`] with a longer wait for the attach (loading under

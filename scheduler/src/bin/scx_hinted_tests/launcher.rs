@@ -36,6 +36,58 @@ fn launch(env: &Env, class: &str, secs: u64) -> Result<Child> {
         .context("starting scx-hint run")
 }
 
+/// What a launched run is doing, for a failure message: its exit status if
+/// it ended, else its threads and its children.
+fn describe(child: &mut Child) -> String {
+    let pid = child.id();
+    match child.try_wait() {
+        Ok(Some(status)) => format!("scx-hint run exited: {status}"),
+        _ => {
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default();
+            let kids: Vec<String> = children
+                .split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .map(threads_of)
+                .collect();
+            // Forks that took a class over from their parent: scx-hint's
+            // helper threads count once the scheduler read its class.
+            let inherited = stats().map_or(f64::NAN, |s| s.get("inherited"));
+            format!(
+                "threads: {}; children: [{}]; forks that inherited a class: {inherited}",
+                threads_of(pid),
+                kids.join("; ")
+            )
+        }
+    }
+}
+
+/// Per thread of a process its tid, comm, state and wait channel, and the
+/// process's command line.
+fn threads_of(pid: u32) -> String {
+    let read = |p: String| std::fs::read_to_string(p).unwrap_or_default();
+    let cmdline = read(format!("/proc/{pid}/cmdline")).replace('\0', " ");
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return format!("process {pid} is gone");
+    };
+    let threads: Vec<String> = dir
+        .flatten()
+        .map(|t| {
+            let tid = t.file_name().to_string_lossy().into_owned();
+            let stat = read(format!("/proc/{pid}/task/{tid}/stat"));
+            // The state follows the parenthesised comm.
+            let state = stat.rsplit(") ").next().and_then(|r| r.split(' ').next());
+            format!(
+                "{tid} {} {} wchan {}",
+                read(format!("/proc/{pid}/task/{tid}/comm")).trim(),
+                state.unwrap_or("?"),
+                read(format!("/proc/{pid}/task/{tid}/wchan"))
+            )
+        })
+        .collect();
+    format!("{}; command: {}", threads.join(", "), cmdline.trim())
+}
+
 /// Two unmodified stress-ng runs, one launched as background and one as
 /// batch: the scheduler counts each run's tasks (the process that exec'd and
 /// its forked worker) in its class. The background run starts first: once
@@ -52,12 +104,22 @@ pub fn launcher(env: &Env) -> Result<String> {
         let bg = wait_stats(Duration::from_secs(15), |s| {
             s.class("background", "tasks") >= bg0 + 2.0
         })
-        .context("the background run's two tasks were not counted as background")?;
+        .with_context(|| {
+            format!(
+                "the background run's two tasks were not counted as background ({})",
+                describe(&mut children[0])
+            )
+        })?;
         children.push(launch(env, "batch", 40)?);
         let both = wait_stats(Duration::from_secs(15), |s| {
             s.class("batch", "tasks") >= batch0 + 2.0 && s.class("background", "tasks") >= bg0 + 2.0
         })
-        .context("the batch run's two tasks were not counted as batch")?;
+        .with_context(|| {
+            format!(
+                "the batch run's two tasks were not counted as batch ({})",
+                describe(&mut children[1])
+            )
+        })?;
         let bg_pid = children[0].id();
         let show = Command::new(scx_hint()?)
             .args(["show", &bg_pid.to_string()])

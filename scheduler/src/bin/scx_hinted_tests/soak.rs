@@ -134,8 +134,11 @@ fn restarts_logged(sched: &Sched) -> usize {
 }
 
 /// Waits for the kernel's restart request to be served: the same process
-/// logged one more restart than `before` and is attached again.
-fn wait_reattached(sched: &mut Sched, before: usize, since: Instant) -> Result<()> {
+/// logged one more restart than `before` and is attached again. The restart
+/// loads the BPF program again, so it gets as long as an attach; returns how
+/// long it took.
+fn wait_reattached(sched: &mut Sched, before: usize) -> Result<Duration> {
+    let since = Instant::now();
     loop {
         sched.check().or_else(|e| {
             if harness::sched_state() != "enabled" && sched.alive() {
@@ -148,26 +151,27 @@ fn wait_reattached(sched: &mut Sched, before: usize, since: Instant) -> Result<(
             && harness::sched_state() == "enabled"
             && harness::stats().is_ok()
         {
-            return Ok(());
+            return Ok(since.elapsed());
         }
         ensure!(
-            since.elapsed() < Duration::from_secs(60),
-            "scx_hinted did not re-attach within 60 s after a CPU hotplug:\n{}",
+            since.elapsed() < harness::ATTACH_WAIT,
+            "scx_hinted did not re-attach within {} s after a CPU hotplug:\n{}",
+            harness::ATTACH_WAIT.as_secs(),
             sched.log_tail(20)
         );
         sleep(Duration::from_millis(100));
     }
 }
 
-/// Starts scx_hinted at nice -10, waiting up to 120 s for the attach.
-/// Restarts load the BPF program while 7 CPU-bound threads run on 4
-/// emulated CPUs: on a loaded host the attach took more than 30 s. The child inherits the calling
-/// thread's nice; this thread goes back to 0 (the workers it creates must
-/// not inherit -10).
+/// Starts scx_hinted at nice -10, waiting up to [`harness::ATTACH_WAIT`]
+/// for the attach. Restarts load the BPF program while 7 CPU-bound threads
+/// run on 4 emulated CPUs: on a loaded host the attach took more than 30 s.
+/// The child inherits the calling thread's nice; this thread goes back to 0
+/// (the workers it creates must not inherit -10).
 fn start_sched(env: &Env) -> Result<Sched> {
     // SAFETY: setpriority on the calling thread (who = 0).
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) };
-    let sched = Sched::start_within(env, &[], Duration::from_secs(120));
+    let sched = Sched::start(env, &[]);
     // SAFETY: as above.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 0) };
     sched
@@ -222,6 +226,8 @@ pub fn soak(env: &Env) -> Result<String> {
     let interval = Duration::from_secs(secs) / (restarts + 1);
     let start = Instant::now();
     let mut kinds = Vec::new();
+    // Re-attach time after CPU 1 went offline / online, per hotplug restart.
+    let mut reattach_times = Vec::new();
     let (mut last_frames, mut last_at) = (frame.iters(), Instant::now());
     for i in 0..restarts {
         let until = start + interval * (i + 1);
@@ -262,12 +268,17 @@ pub fn soak(env: &Env) -> Result<String> {
             Restart::Hotplug => {
                 let before = restarts_logged(&sched);
                 set_cpu1(false)?;
-                let r = wait_reattached(&mut sched, before, Instant::now());
+                let r = wait_reattached(&mut sched, before);
                 set_cpu1(true)?;
-                r.context("restart on the kernel's request (CPU 1 offline)")?;
+                let offline = r.context("restart on the kernel's request (CPU 1 offline)")?;
                 // Online again: a second restart request.
-                wait_reattached(&mut sched, before + 1, Instant::now())
+                let online = wait_reattached(&mut sched, before + 1)
                     .context("restart on the kernel's request (CPU 1 online)")?;
+                reattach_times.push(format!(
+                    "{:.0}/{:.0} s",
+                    offline.as_secs_f64(),
+                    online.as_secs_f64()
+                ));
             }
         }
         forks.pause(false);
@@ -322,12 +333,13 @@ pub fn soak(env: &Env) -> Result<String> {
     );
     let count = |k: &str| kinds.iter().filter(|x| format!("{x:?}") == k).count();
     Ok(format!(
-        "{secs} s on {} CPUs: {restarts} restarts ({} SIGINT, {} kill -9, {} hotplug), \
-         {churn_rate:.0} class switches/s, {nforks} forks, {nexecs} execs, frame missed \
+        "{secs} s on {} CPUs: {restarts} restarts ({} SIGINT, {} kill -9, {} hotplug, \
+         re-attached after offline/online in [{}]), {churn_rate:.0} class switches/s, {nforks} forks, {nexecs} execs, frame missed \
          {frame_missed} periods; gauges back to baseline, hints still applied",
         nr_cpus(),
         count("Sigint"),
         count("Kill9"),
         count("Hotplug"),
+        reattach_times.join(", "),
     ))
 }
