@@ -157,18 +157,9 @@ impl Fixture {
         for (d, s) in args.name.iter_mut().zip(name.bytes()) {
             *d = s as _;
         }
-        // Syscall programs write their results back into ctx_in.
         // SAFETY: tld_read_args is plain data generated from the object's BTF.
-        let bytes = unsafe { as_bytes_mut(&mut args) };
-        let mut input = ProgramInput::default();
-        input.context_in = Some(bytes);
-        let r = self
-            .skel
-            .progs
-            .tld_read
-            .test_run(input)
-            .expect("running tld_read");
-        assert_eq!(r.return_value, 0, "tld_read could not get a key cache");
+        let ret = unsafe { run_on_args(&self.skel.progs.tld_read, &mut args) };
+        assert_eq!(ret, 0, "tld_read could not get a key cache");
         ReadOut {
             init_err: args.init_err,
             cached: args.cached,
@@ -199,19 +190,11 @@ impl Fixture {
             adversary,
             ..Default::default()
         };
-        // SAFETY: plain data generated from the object's BTF.
-        let bytes = unsafe { as_bytes_mut(&mut args) };
-        let mut input = ProgramInput::default();
-        input.context_in = Some(bytes);
         let t = std::time::Instant::now();
-        let r = self
-            .skel
-            .progs
-            .tld_bench
-            .test_run(input)
-            .expect("running tld_bench");
+        // SAFETY: plain data generated from the object's BTF.
+        let ret = unsafe { run_on_args(&self.skel.progs.tld_bench, &mut args) };
         let took = t.elapsed();
-        assert_eq!(r.return_value, 0, "tld_bench failed ({})", r.return_value);
+        assert_eq!(ret, 0, "tld_bench failed ({ret})");
         (took, args.sum)
     }
 
@@ -265,16 +248,8 @@ impl Fixture {
             *d = *s as _;
         }
         // SAFETY: plain data generated from the object's BTF.
-        let bytes = unsafe { as_bytes_mut(&mut args) };
-        let mut input = ProgramInput::default();
-        input.context_in = Some(bytes);
-        let r = self
-            .skel
-            .progs
-            .tld_fuzz_read
-            .test_run(input)
-            .expect("running tld_fuzz_read");
-        assert_eq!(r.return_value, 0, "tld_fuzz_read could not get a key cache");
+        let ret = unsafe { run_on_args(&self.skel.progs.tld_fuzz_read, &mut args) };
+        assert_eq!(ret, 0, "tld_fuzz_read could not get a key cache");
         FuzzOut {
             init_err: args.init_err,
             cached: args.cached,
@@ -406,6 +381,24 @@ pub struct ReadOut {
     /// The key cache slot after the read: > 0 offset, <= 0 entries searched.
     pub cached: i32,
     pub value: Option<u64>,
+}
+
+/// Runs a syscall program once with `args` as its context; the program
+/// writes its results back into `args`. Returns the program's return value.
+///
+/// # Safety
+/// `T` must be plain data (the program's context struct from the BTF).
+unsafe fn run_on_args<T>(prog: &libbpf_rs::ProgramMut<'_>, args: &mut T) -> i32 {
+    // SAFETY: the caller guarantees T is plain data.
+    let bytes = unsafe { as_bytes_mut(args) };
+    let input = ProgramInput {
+        context_in: Some(bytes),
+        ..Default::default()
+    };
+    let r = prog
+        .test_run(input)
+        .unwrap_or_else(|e| panic!("running {}: {e}", prog.name().to_string_lossy()));
+    r.return_value as i32
 }
 
 unsafe fn as_bytes_mut<T>(v: &mut T) -> &mut [u8] {
