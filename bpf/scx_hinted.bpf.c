@@ -20,9 +20,12 @@
  *   ops.dispatch() refills is charged like a new run. At every enqueue a
  *   task's vruntime is raised to no less than vtime_now minus the class's
  *   wakeup credit ("lag"), so sleeping earns a bounded head start, and
- *   lowered to at most one request ahead of vtime_now, so neither time
- *   charged while a vCPU was stolen nor a class change (background to
- *   normal, say) leaves a task far behind everyone else.
+ *   lowered to at most max_lead_ns (20 ms, scaled by weight) ahead of it, so
+ *   time charged while a vCPU was stolen cannot leave a task far behind
+ *   everyone else. The lead is well above what a task may legitimately run
+ *   past vtime_now (its slice plus a tick): forgiving less would forgive
+ *   real CPU time, and threads that run long bursts between short naps
+ *   would take more than their share.
  *
  * - Latency classes. critical and interactive get short slices, small
  *   requests (early deadlines) and a large wakeup credit; they take an idle
@@ -112,6 +115,8 @@ const volatile u64 budget_ns[HINTED_NR_CLASSES] = {
 	[SCX_HINT_CLASS_CRITICAL]	= 5000000,
 	[SCX_HINT_CLASS_INTERACTIVE]	= 20000000,
 };
+/* How far ahead of vtime_now a vruntime may be (scaled by weight). */
+const volatile u64 max_lead_ns = 20000000;
 /* Longest time a CPU serves other work while background waits. */
 const volatile u64 bg_period_ns = 57000000;
 /* How long a guard slice runs before critical and interactive may preempt it. */
@@ -538,24 +543,27 @@ static __always_inline u64 task_req(const struct task_ctx *tctx, s32 cls)
  * Keep a task's vruntime within bounds of the current virtual time and
  * return its virtual deadline (vruntime + request), at every enqueue. A
  * lagging vruntime is raised to the class's wakeup credit below vtime_now.
- * A vruntime ahead of vtime_now by more than one request is pulled back:
- * time charged while a task's CPU was stolen (a preempted vCPU, say) cannot
- * starve it later, and a class change costs at most one request of the new
- * class in virtual time (vtime_now follows every class, background
- * included, and every run, refilled slices included, so only the current
- * request can be ahead of it).
+ * A vruntime ahead of vtime_now by more than max_lead_ns is pulled back: time
+ * charged while a task's CPU was stolen (a preempted vCPU, say) cannot starve
+ * it later. vtime_now follows every class and every run, refilled slices
+ * included, so a task is ahead of it only by what it ran since it last
+ * started: its slice, plus up to a tick when the slice ends at a tick (a
+ * critical thread's 0.75 ms slice runs 4 ms at HZ=250). The lead must stay
+ * well above that: clamped at one request, a thread running 4 ms bursts
+ * between 50 us naps was forgiven most of each burst and took twice its
+ * share from a CPU hog.
  */
 static __always_inline u64 task_deadline(struct task_ctx *tctx, s32 cls)
 {
 	u64 lag = scale_inv(class_lag(cls), tctx->weight);
-	u64 req = task_req(tctx, cls);
+	u64 lead = scale_inv(max_lead_ns, tctx->weight);
 	u64 floor = vtime_now > lag ? vtime_now - lag : 0;
 
 	if (time_before(tctx->vtime, floor))
 		tctx->vtime = floor;
-	else if (time_after(tctx->vtime, vtime_now + req))
-		tctx->vtime = vtime_now + req;
-	return tctx->vtime + req;
+	else if (time_after(tctx->vtime, vtime_now + lead))
+		tctx->vtime = vtime_now + lead;
+	return tctx->vtime + task_req(tctx, cls);
 }
 
 static __always_inline void advance_vtime_now(u64 vtime)

@@ -328,7 +328,8 @@ fn normal_share(abuser: Kind, n: usize, secs: u64) -> Result<(f64, f64)> {
 }
 
 /// Hogs claiming critical (as root, so the claim is allowed) cannot starve
-/// a normal thread: it keeps at least half its fair share.
+/// a normal thread: it keeps at least 3/4 of its fair share (it gets about
+/// 98% of it; an upper vruntime clamp of one request once cut it to 48%).
 fn abuse(env: &Env) -> Result<String> {
     let mut sched = Sched::start(env, &[])?;
     let n = 2 * nr_cpus();
@@ -347,9 +348,9 @@ fn abuse(env: &Env) -> Result<String> {
         let (share, fair) = normal_share(kind, n, 6)?;
         sched.check()?;
         ensure!(
-            share >= 0.5 * fair,
+            share >= 0.75 * fair,
             "beside {n} critical {label} the normal thread got {:.1}% of a CPU, \
-             less than half its fair share {:.1}%",
+             less than 3/4 of its fair share {:.1}%",
             share * 100.0,
             fair * 100.0
         );
