@@ -178,6 +178,7 @@ struct task_ctx {
 	/* Results: effective hints (after validation and policy), class, weight. */
 	u8 registered;
 	u8 demoted;			/* over budget for the rest of this burst */
+	u8 hints_fresh;			/* read by select_cpu() for this wakeup */
 	s32 hint_class;			/* CLASS_NONE if no class hint applies */
 	s32 hint_prio;
 	u8 have_hint_prio;
@@ -759,6 +760,7 @@ s32 BPF_STRUCT_OPS(hinted_select_cpu, struct task_struct *p, s32 prev_cpu, u64 w
 	if (!tctx)
 		return prev_cpu;
 	refresh_hints(p, tctx, s);
+	tctx->hints_fresh = 1;
 	cls = sched_class(tctx);
 
 	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
@@ -790,7 +792,15 @@ void BPF_STRUCT_OPS(hinted_enqueue, struct task_struct *p, u64 enq_flags)
 					 vtime_now, enq_flags);
 		return;
 	}
-	refresh_hints(p, tctx, s);
+	/*
+	 * A wakeup's hints were just read by ops.select_cpu(): read them once
+	 * per wakeup, not twice (the flag is cleared here or, after a direct
+	 * dispatch that skips ops.enqueue(), in ops.running()).
+	 */
+	if (tctx->hints_fresh)
+		tctx->hints_fresh = 0;
+	else
+		refresh_hints(p, tctx, s);
 	cls = sched_class(tctx);
 	slice = class_slice(cls);
 	cs = class_stats(s, cls);
@@ -975,6 +985,7 @@ void BPF_STRUCT_OPS(hinted_running, struct task_struct *p)
 	if (!tctx)
 		return;
 	tctx->run_start = now;
+	tctx->hints_fresh = 0;
 	cls = sched_class(tctx);
 	/*
 	 * Every class, background included: a background thread that ran

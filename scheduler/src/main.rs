@@ -419,6 +419,7 @@ impl<'a> Scheduler<'a> {
         snap.tld_bad_magic = tld.bad_magic;
         snap.tld_bad_meta = tld.bad_meta;
         snap.tld_bad_offset = tld.bad_offset;
+        snap.tld_throttled = tld.throttled;
         snap
     }
 

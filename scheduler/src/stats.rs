@@ -78,6 +78,7 @@ pub struct Snapshot {
     pub tld_bad_magic: u64,
     pub tld_bad_meta: u64,
     pub tld_bad_offset: u64,
+    pub tld_throttled: u64,
 }
 
 impl Snapshot {
@@ -208,6 +209,11 @@ pub struct Metrics {
     pub err_tld_bad_meta: u64,
     #[stat(desc = "Errors: TLD block or key outside its page")]
     pub err_tld_bad_offset: u64,
+    #[stat(
+        desc = "Decisions that used default hints because a task's TLD metadata page changed \
+                again within 10 ms of its last search (cost bound, not an error of the app)"
+    )]
+    pub tld_throttled: u64,
     #[stat(desc = "Errors: latency-class values outside the vocabulary")]
     pub err_bad_class: u64,
     #[stat(desc = "Errors: priority values outside -20..19")]
@@ -259,6 +265,7 @@ impl Metrics {
             err_tld_bad_magic: cur.tld_bad_magic.wrapping_sub(prev.tld_bad_magic),
             err_tld_bad_meta: cur.tld_bad_meta.wrapping_sub(prev.tld_bad_meta),
             err_tld_bad_offset: cur.tld_bad_offset.wrapping_sub(prev.tld_bad_offset),
+            tld_throttled: cur.tld_throttled.wrapping_sub(prev.tld_throttled),
             err_bad_class: cur.bad_class.wrapping_sub(prev.bad_class),
             err_bad_prio: cur.bad_prio.wrapping_sub(prev.bad_prio),
             err_no_task_ctx: cur.no_task_ctx.wrapping_sub(prev.no_task_ctx),
@@ -271,7 +278,7 @@ impl Metrics {
             w,
             "[{}] registered {} | inherited {} | bg guard picks {} | pcpu kthreads {} | \
              pinned {} | claims lost {} | slice cuts {} | cpu releases {} | starve picks {} | \
-             errors: tld magic/meta/offset {}/{}/{} class {} prio {} ctx {}",
+             tld throttled {} | errors: tld magic/meta/offset {}/{}/{} class {} prio {} ctx {}",
             crate::SCHEDULER_NAME,
             self.registered,
             self.inherited,
@@ -282,6 +289,7 @@ impl Metrics {
             self.slice_cuts,
             self.cpu_releases,
             self.starve_picks,
+            self.tld_throttled,
             self.err_tld_bad_magic,
             self.err_tld_bad_meta,
             self.err_tld_bad_offset,

@@ -221,6 +221,11 @@ impl Stats {
         self.0[field].as_f64().unwrap_or(0.0)
     }
 
+    /// Whether the scheduler exports this top-level field.
+    pub fn has(&self, field: &str) -> bool {
+        self.0[field].is_number()
+    }
+
     pub fn class(&self, class: &str, field: &str) -> f64 {
         self.0["classes"][class][field].as_f64().unwrap_or(0.0)
     }

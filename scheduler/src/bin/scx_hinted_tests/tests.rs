@@ -411,16 +411,21 @@ fn bad_data(env: &Env) -> Result<String> {
         s1.class("interactive", "tasks") >= 1.0,
         "the other thread lost its class"
     );
+    ensure!(
+        s1.has("tld_throttled"),
+        "the stats do not export tld_throttled"
+    );
     victim.stop();
     sched.stop()?;
     Ok(format!(
-        "{errors} bad values counted (tld magic/meta/offset {}/{}/{}, class {}, prio {}); \
-         other thread kept running as interactive ({d} dispatches)",
+        "{errors} bad values counted (tld magic/meta/offset {}/{}/{}, class {}, prio {}), \
+         {} decisions throttled; other thread kept running as interactive ({d} dispatches)",
         s1.get("err_tld_bad_magic") - s0.get("err_tld_bad_magic"),
         s1.get("err_tld_bad_meta") - s0.get("err_tld_bad_meta"),
         s1.get("err_tld_bad_offset") - s0.get("err_tld_bad_offset"),
         s1.get("err_bad_class") - s0.get("err_bad_class"),
         s1.get("err_bad_prio") - s0.get("err_bad_prio"),
+        s1.get("tld_throttled") - s0.get("tld_throttled"),
     ))
 }
 
