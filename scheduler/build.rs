@@ -32,17 +32,19 @@ fn main() {
             println!("cargo:rerun-if-changed={dir}/index");
         }
     }
+    // scheduler/bpf links to the workspace's bpf/ directory; a packaged
+    // crate (`cargo package`) carries the files themselves there.
     scx_cargo::BpfBuilder::new()
         .unwrap()
-        .enable_intf("../bpf/intf.h", "bpf_intf.rs")
-        .enable_skel("../bpf/scx_hinted.bpf.c", "bpf")
+        .enable_intf("bpf/intf.h", "bpf_intf.rs")
+        .enable_skel("bpf/scx_hinted.bpf.c", "bpf")
         .build()
         .unwrap();
     // The ownership guard: a separate object, so that it loads (and can stay
     // attached) without the scheduler, also on kernels without sched_ext.
     scx_cargo::BpfBuilder::new()
         .unwrap()
-        .enable_skel("../bpf/tld_guard.bpf.c", "tld_guard")
+        .enable_skel("bpf/tld_guard.bpf.c", "tld_guard")
         .build()
         .unwrap();
 }
