@@ -14,8 +14,8 @@ use anyhow::{Context, Result};
 use crossbeam::channel;
 
 use super::scenarios::{
-    fair_share, frame_loop, switch_of, with_hogs, Backlog, Level, Measurement, Params, Scenario,
-    Switcher, FRAME_PERIOD,
+    fair_share, frame_loop, switch_of, take_request, with_hogs, Backlog, Level, Measurement,
+    Params, Scenario, Switcher, Taken, FRAME_PERIOD,
 };
 use super::workload::{
     join, mono_ns, sleep_until, spawn_as, work_units, Clock, Config, Treatment, APP_UID, OTHER_UID,
@@ -240,19 +240,13 @@ pub fn roles(s: Scenario, cfg: Config, p: &Params) -> Result<Measurement> {
                 let mut m = Measurement::default();
                 let mut s = Switcher::new(sw);
                 let (mut missed, mut handled) = (0u64, 0u64);
-                loop {
-                    let measured = c.measuring(mono_ns());
-                    s.switch(true, measured)?;
-                    let sent = match rx.recv_timeout(Duration::from_millis(100)) {
-                        Ok(_) | Err(_) if c.stopped() => break,
-                        Ok(ts) => ts,
-                        Err(channel::RecvTimeoutError::Timeout) => continue,
-                        Err(_) => break,
-                    };
-                    let start = mono_ns();
-                    let measured = c.measuring(sent);
+                while let Some(Taken {
+                    sent,
+                    start,
+                    measured,
+                }) = take_request(&rx, &c, &mut s, &mut m)?
+                {
                     if measured {
-                        m.push_ns(start.saturating_sub(sent));
                         handled += 1;
                         if start - sent > period {
                             missed += 1;

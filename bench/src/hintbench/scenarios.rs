@@ -507,6 +507,45 @@ impl Switcher {
     }
 }
 
+/// A request a worker took: when it was sent, when the worker started it,
+/// and whether it falls in the measured window.
+pub(crate) struct Taken {
+    pub sent: u64,
+    pub start: u64,
+    pub measured: bool,
+}
+
+/// A request worker's wait: switch up to the request role, then take the next
+/// request and record its wait (sent to started) if it is measured. `None`
+/// once the run is over. Requests still queued at the end are not drained: a
+/// worker that fell behind would take as long as it is behind.
+pub(crate) fn take_request(
+    rx: &channel::Receiver<u64>,
+    c: &Clock,
+    s: &mut Switcher,
+    m: &mut Measurement,
+) -> Result<Option<Taken>> {
+    loop {
+        s.switch(true, c.measuring(mono_ns()))?;
+        let sent = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(_) | Err(_) if c.stopped() => return Ok(None),
+            Ok(ts) => ts,
+            Err(channel::RecvTimeoutError::Timeout) => continue,
+            Err(_) => return Ok(None),
+        };
+        let start = mono_ns();
+        let measured = c.measuring(sent);
+        if measured {
+            m.push_ns(start.saturating_sub(sent));
+        }
+        return Ok(Some(Taken {
+            sent,
+            start,
+            measured,
+        }));
+    }
+}
+
 /// The smallest work of any scenario, CPU-ms.
 pub(crate) const REQ_WORK_MS: f64 = 0.05;
 const BATCH_CHUNK_MS: f64 = 0.2;
@@ -537,22 +576,7 @@ fn dynamic(cfg: Config, p: &Params) -> Result<Measurement> {
             let mut batch = 0u64;
             let (t0, k0) = (mono_ns(), tsc());
             let mut cpu_in_window = 0u64;
-            loop {
-                let measured = c.measuring(mono_ns());
-                s.switch(true, measured)?;
-                // Requests still queued at the end are not drained: a worker
-                // that fell behind would take as long as it is behind.
-                let sent = match rx.recv_timeout(Duration::from_millis(100)) {
-                    Ok(_) | Err(_) if c.stopped() => break,
-                    Ok(ts) => ts,
-                    Err(channel::RecvTimeoutError::Timeout) => continue,
-                    Err(_) => break,
-                };
-                let start = mono_ns();
-                let measured = c.measuring(sent);
-                if measured {
-                    m.push_ns(start.saturating_sub(sent));
-                }
+            while let Some(Taken { measured, .. }) = take_request(&rx, &c, &mut s, &mut m)? {
                 let cpu_a = thread_cpu_ns();
                 work_units(req_units, &c.stop);
                 s.switch(false, measured)?;
