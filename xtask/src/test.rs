@@ -5,7 +5,7 @@
 //! own counts ("test result: ... N passed; M failed"), which are added up.
 
 use crate::util::{self, loud, step};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
@@ -149,7 +149,7 @@ pub fn run(args: TestArgs) -> Result<i32> {
     );
     other_platform_check(&mut tally);
     tally.check(
-        "cargo install --path scheduler installs scx_hinted alone, with -V",
+        "packaged scx_hinted (cargo package, then cargo install) installs scx_hinted alone, with -V",
         install_check(),
     );
     let examples = crate::capi::examples();
@@ -278,18 +278,65 @@ fn other_platform_check(tally: &mut Tally) {
     );
 }
 
-/// `cargo install --path scheduler` into a scratch root: exactly one
-/// binary, scx_hinted, which prints its build id. Reuses the release build
-/// of the workspace target directory.
+/// The workspace's release profile (Cargo.toml), given to the packaged build
+/// so that it reuses the workspace's release artifacts instead of building
+/// every dependency again.
+const WORKSPACE_RELEASE_PROFILE: &str = "profile.release.debug=\"line-tables-only\"";
+
+/// What a user of the published crates gets: `cargo package` of scx_hints
+/// and scx_hinted, then `cargo install` of the packaged scx_hinted (outside
+/// the workspace, scx_hints patched to its package) into a scratch root. The
+/// package must carry every BPF source it builds from, and install exactly
+/// one binary, scx_hinted, which prints its build id.
 fn install_check() -> Result<()> {
-    let root = util::root().join("target/xtask-install");
-    let _ = std::fs::remove_dir_all(&root);
+    let scratch = std::env::temp_dir().join(format!("scx-hints-install-{}", std::process::id()));
+    let r = install_from_package(&scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    r
+}
+
+fn install_from_package(scratch: &std::path::Path) -> Result<()> {
+    let (pkg, src, root) = (
+        scratch.join("pkg"),
+        scratch.join("src"),
+        scratch.join("root"),
+    );
+    std::fs::create_dir_all(&src)?;
+    util::run(
+        util::cargo()
+            .args(["package", "--quiet", "--no-verify", "--allow-dirty"])
+            .args(["-p", "scx_hints", "-p", "scx_hinted", "--target-dir"])
+            .arg(&pkg),
+    )?;
+    for krate in ["scx_hints", "scx_hinted"] {
+        let file = pkg
+            .join("package")
+            .join(format!("{krate}-{}.crate", crate_version(krate)?));
+        util::run(
+            std::process::Command::new("tar")
+                .arg("xzf")
+                .arg(&file)
+                .arg("-C")
+                .arg(&src),
+        )?;
+    }
+    let hints = src.join(format!("scx_hints-{}", crate_version("scx_hints")?));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| util::root().join("target"));
     util::run(
         util::cargo()
             .args(["install", "--quiet", "--locked", "--path"])
-            .arg(util::root().join("scheduler"))
+            .arg(src.join(format!("scx_hinted-{}", crate_version("scx_hinted")?)))
             .arg("--root")
-            .arg(&root),
+            .arg(&root)
+            .arg("--config")
+            .arg(format!(
+                "patch.crates-io.scx_hints.path={:?}",
+                hints.to_string_lossy()
+            ))
+            .args(["--config", WORKSPACE_RELEASE_PROFILE])
+            .env("CARGO_TARGET_DIR", target),
     )?;
     let mut bins: Vec<String> = std::fs::read_dir(root.join("bin"))?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -305,6 +352,21 @@ fn install_check() -> Result<()> {
         "scx_hinted -V printed {version:?}, not a build id"
     );
     Ok(())
+}
+
+/// A workspace crate's version, from `cargo metadata`.
+fn crate_version(name: &str) -> Result<String> {
+    let meta =
+        util::output(util::cargo().args(["metadata", "--no-deps", "--format-version", "1"]))?;
+    let meta: serde_json::Value = serde_json::from_str(&meta)?;
+    meta["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["version"].as_str())
+        .map(String::from)
+        .with_context(|| format!("no workspace crate {name}"))
 }
 
 /// The release binaries the guest runs (built on the host: the guest sees
