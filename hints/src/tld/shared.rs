@@ -157,7 +157,10 @@ fn header_of(base: usize) -> *mut HubHeader {
 
 #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
 fn hub() -> Result<(*mut MetaPage, u32), Alone> {
-    Err(Alone::Unsupported("a 64-bit Linux address space", libc::ENOSYS))
+    Err(Alone::Unsupported(
+        "a 64-bit Linux address space",
+        libc::ENOSYS,
+    ))
 }
 
 /// Joins the hub, or creates it.
