@@ -20,6 +20,12 @@
 //! else, another layout version is there, memfd or the read is refused),
 //! this copy keeps a state of its own, as before sharing existed.
 
+// Elsewhere there is nothing to share (no BPF): the rendezvous is unused.
+#![cfg_attr(
+    not(all(target_os = "linux", target_pointer_width = "64")),
+    allow(dead_code)
+)]
+
 use super::abi::{self, MetaPage};
 #[cfg(target_os = "linux")]
 use super::sys;
