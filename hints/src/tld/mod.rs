@@ -425,6 +425,12 @@ pub mod testing {
         unsafe { libc::munmap(addr as *mut libc::c_void, super::shared::HUB_SIZE) };
     }
 
+    /// Where this process's shared state is (or would be) mapped; None
+    /// where nothing is shared.
+    pub fn process_state_address() -> Option<usize> {
+        super::shared::address().map(|a| a as usize)
+    }
+
     /// The metadata page's address, if it exists.
     pub fn meta_address() -> Option<usize> {
         super::meta::existing_page().map(|p| p as *const _ as usize)

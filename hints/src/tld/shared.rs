@@ -161,6 +161,21 @@ fn header_of(base: usize) -> *mut HubHeader {
     (base + abi::PAGE_SIZE) as *mut HubHeader
 }
 
+/// This process's hub address.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+pub fn address() -> Option<u64> {
+    // SAFETY: getauxval has no preconditions; AT_RANDOM points to 16 bytes
+    // that live as long as the process.
+    let random = unsafe { libc::getauxval(libc::AT_RANDOM) } as *const [u8; 16];
+    // SAFETY: see above.
+    (!random.is_null()).then(|| hub_address_for(unsafe { &*random }))
+}
+
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+pub fn address() -> Option<u64> {
+    None
+}
+
 #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
 fn hub() -> Result<(*mut MetaPage, u32), Alone> {
     Err(Alone::Unsupported(
@@ -172,14 +187,7 @@ fn hub() -> Result<(*mut MetaPage, u32), Alone> {
 /// Joins the hub, or creates it.
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 fn hub() -> Result<(*mut MetaPage, u32), Alone> {
-    // SAFETY: getauxval has no preconditions; AT_RANDOM points to 16 bytes
-    // that live as long as the process.
-    let random = unsafe { libc::getauxval(libc::AT_RANDOM) } as *const [u8; 16];
-    if random.is_null() {
-        return Err(Alone::Unsupported("AT_RANDOM", libc::ENOENT));
-    }
-    // SAFETY: see above.
-    let addr = hub_address_for(unsafe { &*random }) as usize;
+    let addr = address().ok_or(Alone::Unsupported("AT_RANDOM", libc::ENOENT))? as usize;
     if let Some(found) = existing(addr)? {
         return Ok(found);
     }
