@@ -4,7 +4,10 @@
 //! A process has one metadata page naming its keys; each thread has one
 //! data block holding its values, registered once with the kernel in a
 //! task-storage map (through UPTR: the kernel pins the pages). After that,
-//! [`Key::set`] is a plain store into the thread's own memory.
+//! [`Key::set`] is a plain store into the thread's own memory. Every TLD
+//! writer in the process (this crate, the C library, another version of
+//! either) shares that one page and each thread's one block: the kernel
+//! keeps one registration per thread.
 //!
 //! Keys are declared statically ([`declare_key!`](crate::declare_key!), created before `main`, so
 //! that they size every thread's block) or created at run time

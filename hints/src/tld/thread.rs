@@ -1,11 +1,13 @@
 //! Each thread's data block and its registration with the kernel.
 //!
-//! The block is allocated on the thread's first hint access, sized by the
-//! frozen capacity and aligned to its own power-of-two size so that it never
+//! The block is allocated on the thread's first hint access (or taken over
+//! from another TLD writer of the process that made it, see shared.rs),
+//! sized by the frozen capacity and aligned to its own power-of-two size so that it never
 //! crosses a page (the kernel refuses uptrs that do). It is registered in the
 //! task-storage map with the thread's pidfd; after that, accesses are plain
 //! loads and stores into it. At thread exit the map entry is deleted before
-//! the block is freed, so the kernel never keeps reading reused memory.
+//! the block is freed (by the last writer using it), so the kernel never
+//! keeps reading reused memory.
 //!
 //! Every block is also listed in a process-wide registry, so that the map
 //! watcher can register threads that never touch a hint again: when the map
