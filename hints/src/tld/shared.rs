@@ -61,7 +61,7 @@ pub struct HubHeader {
     /// [`HUB_SIZE`].
     pub size: u32,
     /// The `pthread_key_t` whose per-thread value is the thread's
-    /// [`ThreadRecord`] (null: none yet).
+    /// [`ThreadRecord`] (null while the thread has no block).
     pub thread_key: u32,
     /// `size_of::<ThreadRecord>()`.
     pub record_size: u32,
@@ -188,22 +188,43 @@ fn hub() -> Result<(*mut MetaPage, u32), Alone> {
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 fn hub() -> Result<(*mut MetaPage, u32), Alone> {
     let addr = address().ok_or(Alone::Unsupported("AT_RANDOM", libc::ENOENT))? as usize;
-    if let Some(found) = existing(addr)? {
-        return Ok(found);
-    }
-    let key = thread_key_create().map_err(|e| Alone::Unsupported("pthread_key_create", e))?;
-    let r = create(addr, key);
-    match r {
-        Ok(Some(meta)) => Ok((meta, key)),
-        // Another copy (or thread) mapped it first: join that one.
-        Ok(None) => {
-            thread_key_delete(key);
-            existing(addr)?.ok_or(Alone::Taken)
+    let found = match existing(addr)? {
+        Some(found) => found,
+        None => {
+            let key =
+                thread_key_create().map_err(|e| Alone::Unsupported("pthread_key_create", e))?;
+            match create(addr, key) {
+                Ok(Some(meta)) => (meta, key),
+                // Another copy (or thread) mapped it first: join that one.
+                Ok(None) => {
+                    thread_key_delete(key);
+                    existing(addr)?.ok_or(Alone::Taken)?
+                }
+                Err(e) => {
+                    thread_key_delete(key);
+                    return Err(e);
+                }
+            }
         }
-        Err(e) => {
-            thread_key_delete(key);
-            Err(e)
-        }
+    };
+    make_private_copies(addr);
+    Ok(found)
+}
+
+/// Writes once to both pages of the hub. A private file mapping is copied
+/// on its first write; the kernel must pin (at registration) the copy the
+/// process keeps using, not the memfd's page. Every copy does this before
+/// its first registration, whoever created the hub.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+fn make_private_copies(addr: usize) {
+    // SAFETY: both pages are mapped read-write for the life of the
+    // process; aligned atomic adds of 0 change no value.
+    unsafe {
+        (*(addr as *const MetaPage))
+            .state
+            .fetch_add(0, Ordering::AcqRel);
+        let k = std::ptr::addr_of_mut!((*header_of(addr)).thread_key);
+        AtomicU32::from_ptr(k).fetch_add(0, Ordering::AcqRel);
     }
 }
 
@@ -254,17 +275,6 @@ fn create(addr: usize, key: u32) -> Result<Option<*mut MetaPage>, Alone> {
         Ok(true) => {}
         Ok(false) => return Ok(None),
         Err(e) => return Err(Alone::Unsupported("mapping the hub", e)),
-    }
-    // Write to both pages now: a private file mapping is copied on first
-    // write, and the kernel must pin the copy we keep using, not the file's
-    // page (a registration pins the metadata page).
-    // SAFETY: both pages are mapped read-write; word-aligned atomic writes
-    // of the values already there.
-    unsafe {
-        let m = &*(addr as *const MetaPage);
-        m.state.fetch_add(0, Ordering::AcqRel);
-        let k = std::ptr::addr_of_mut!((*header_of(addr)).thread_key);
-        AtomicU32::from_ptr(k).fetch_add(0, Ordering::AcqRel);
     }
     Ok(Some(addr as *mut MetaPage))
 }
