@@ -237,7 +237,17 @@ fn existing(addr: usize) -> Result<Option<(*mut MetaPage, u32)>, Alone> {
         Ok(()) => {}
         // Nothing mapped there.
         Err(libc::EFAULT) => return Ok(None),
-        Err(e) => return Err(Alone::Unsupported("process_vm_readv", e)),
+        // Refused (a seccomp filter, say): ask /proc what is there.
+        Err(e) => {
+            let maps = std::fs::read_to_string("/proc/self/maps")
+                .map_err(|_| Alone::Unsupported("process_vm_readv", e))?;
+            match mapping_at(&maps, addr) {
+                Mapped::Nothing => return Ok(None),
+                Mapped::Other => return Err(Alone::Taken),
+                // SAFETY: our memfd's mapping, readable, at least HUB_SIZE.
+                Mapped::Hub => h = unsafe { header_of(addr).read() },
+            }
+        }
     }
     if h.magic != HUB_MAGIC {
         return Err(Alone::Taken);
@@ -249,6 +259,44 @@ fn existing(addr: usize) -> Result<Option<(*mut MetaPage, u32)>, Alone> {
         return Err(Alone::Taken);
     }
     Ok(Some((addr as *mut MetaPage, h.thread_key)))
+}
+
+/// What `/proc/self/maps` shows at an address.
+#[derive(Debug, PartialEq, Eq)]
+enum Mapped {
+    Nothing,
+    /// A mapping of the hub's memfd, starting there and large enough.
+    Hub,
+    Other,
+}
+
+/// Finds what covers `addr` in the text of `/proc/self/maps`.
+fn mapping_at(maps: &str, addr: usize) -> Mapped {
+    for line in maps.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let Some((start, end)) = fields.next().and_then(|r| r.split_once('-')) else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue;
+        };
+        if !(start..end).contains(&addr) {
+            continue;
+        }
+        // perms, offset, device, inode, then the path.
+        let perms = fields.next().unwrap_or("");
+        let path = fields.nth(3).unwrap_or("");
+        let ours = path == format!("/memfd:{HUB_MEMFD_NAME}");
+        return if ours && start == addr && end - start >= HUB_SIZE && perms.starts_with("rw") {
+            Mapped::Hub
+        } else {
+            Mapped::Other
+        };
+    }
+    Mapped::Nothing
 }
 
 /// Maps a new hub at `addr`; `Ok(None)` if something is there already.
@@ -420,6 +468,42 @@ mod tests {
         }
         // A fixed vector, for writers in other languages (docs/tld-abi.md).
         assert_eq!(hub_address_for(&[0; 16]), 0x27_344a_0000);
+    }
+
+    #[test]
+    fn maps_tell_a_hub_from_anything_else() {
+        let maps =
+            "7f0000000000-7f0000002000 rw-p 00000000 00:01 1234   /memfd:scx_hints_tld (deleted)\n\
+                    7f0000010000-7f0000011000 rw-p 00000000 00:00 0 \n\
+                    7f0000020000-7f0000022000 rw-p 00000000 00:01 77   /memfd:other (deleted)\n";
+        assert_eq!(mapping_at(maps, 0x7f00_0000_0000), Mapped::Hub);
+        assert_eq!(
+            mapping_at(maps, 0x7f00_0000_1000),
+            Mapped::Other,
+            "not its start"
+        );
+        assert_eq!(
+            mapping_at(maps, 0x7f00_0001_0000),
+            Mapped::Other,
+            "anonymous"
+        );
+        assert_eq!(
+            mapping_at(maps, 0x7f00_0002_0000),
+            Mapped::Other,
+            "another memfd"
+        );
+        assert_eq!(mapping_at(maps, 0x7f00_0003_0000), Mapped::Nothing);
+    }
+
+    /// The process's own hub (made by the crate's static keys before main)
+    /// is what /proc/self/maps shows at its address.
+    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+    #[test]
+    fn the_live_hub_is_found_in_maps() {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let addr = address().unwrap() as usize;
+        assert_eq!(mapping_at(&maps, addr), Mapped::Hub, "{maps}");
+        assert_eq!(mapping_at(&maps, addr + HUB_SIZE), Mapped::Nothing);
     }
 
     #[test]
