@@ -39,6 +39,11 @@ fn bpf_reads_both_copies_keys_through_one_registration() {
         b.set(6);
         assert_eq!(fx.read("two_copies.first", 8, 0).value, Some(5));
         assert_eq!(fx.read("two_copies.second", 4, 1).value, Some(6));
+        // A key created after the registration is found too: the kernel
+        // pinned the metadata page the process writes, not the memfd's.
+        let late = second::tld::create_key::<u16>("two_copies.late").unwrap();
+        late.set(0x4321);
+        assert_eq!(fx.read("two_copies.late", 2, 2).value, Some(0x4321));
         // The scheduler's own hints are one, whichever copy sets them.
         second::set_latency_class(second::LatencyClass::Critical);
         assert_eq!(
