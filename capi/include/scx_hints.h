@@ -10,6 +10,11 @@
  *
  * Every function acts on the calling thread. Functions that can fail return
  * 0 or a negative errno. Link with `pkg-config --cflags --libs scx_hints`.
+ *
+ * The library shares its keys and each thread's values with every other
+ * user of the same task local data in the process (the Rust crate, another
+ * build of this library, a plugin's copy): a class set through one is the
+ * class read through the others and by the scheduler.
  */
 #ifndef SCX_HINTS_H
 #define SCX_HINTS_H

@@ -50,3 +50,80 @@ fn another_thread_s_registration_is_visible() {
     done_tx.send(()).unwrap();
     silent.join().unwrap();
 }
+
+/// The C library (a separate build of the crate) dlopen'ed into this Rust
+/// program shares its TLD state: one metadata page, one block per thread,
+/// one registration through which BPF reads the keys of both.
+#[test]
+#[ignore = "run by cargo xtask test after it builds the C library"]
+fn dlopened_c_library_shares_the_state_of_the_rust_crate() {
+    use std::ffi::{c_char, c_int, c_void, CString};
+    use std::os::unix::ffi::OsStrExt;
+    let dir = std::env::var_os("SCX_HINTS_EXAMPLES_DIR")
+        .expect("SCX_HINTS_EXAMPLES_DIR names the built C examples");
+    let Some(fx) = fixture() else { return };
+    let rust_key = scx_hints::tld::create_key::<u64>("capi_shared.rust").unwrap();
+    let lib = std::path::Path::new(&dir).join("../lib/libscx_hints.so");
+    let path = CString::new(lib.as_os_str().as_bytes()).unwrap();
+    // SAFETY: loads the C library; its constructors create its static keys.
+    let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    assert!(!handle.is_null(), "dlopen {}", lib.display());
+    let sym = |name: &str| {
+        let c = CString::new(name).unwrap();
+        // SAFETY: a symbol of the loaded library.
+        let p = unsafe { libc::dlsym(handle, c.as_ptr()) };
+        assert!(!p.is_null(), "{name} missing");
+        p
+    };
+    #[repr(C)]
+    #[derive(Default, Clone, Copy)]
+    struct CKey {
+        offset: u16,
+        size: u16,
+    }
+    // SAFETY: the signatures of include/scx_hints.h.
+    let (key_create, key_ptr, set_class, registration) = unsafe {
+        (
+            std::mem::transmute::<
+                *mut c_void,
+                extern "C" fn(*const c_char, usize, *mut CKey) -> c_int,
+            >(sym("scx_hints_key_create")),
+            std::mem::transmute::<*mut c_void, extern "C" fn(CKey) -> *mut c_void>(sym(
+                "scx_hints_key_ptr",
+            )),
+            std::mem::transmute::<*mut c_void, extern "C" fn(c_int) -> c_int>(sym(
+                "scx_hints_set_latency_class",
+            )),
+            std::mem::transmute::<*mut c_void, extern "C" fn(*mut c_int) -> c_int>(sym(
+                "scx_hints_registration",
+            )),
+        )
+    };
+    let name = CString::new("capi_shared.c").unwrap();
+    let mut c_key = CKey::default();
+    assert_eq!(key_create(name.as_ptr(), 4, &mut c_key), 0);
+    let seen = scx_hints::tld::find_raw_key("capi_shared.c")
+        .expect("the Rust crate sees the C library's key");
+    assert_eq!((seen.offset, seen.size), (c_key.offset, 4));
+    std::thread::spawn(move || {
+        rust_key.set(0x7777);
+        let p = key_ptr(c_key) as *mut u32;
+        assert!(!p.is_null());
+        let block = scx_hints::tld::testing::block_address().unwrap();
+        assert_eq!(
+            p as usize,
+            block + c_key.offset as usize,
+            "the C library made a block of its own for this thread"
+        );
+        // SAFETY: the C library's pointer to this thread's 4-byte value.
+        unsafe { p.write_volatile(0x4242) };
+        let mut err = 0;
+        assert_eq!(registration(&mut err), 3, "registered (errno {err})");
+        assert_eq!(set_class(scx_hints::LatencyClass::Batch as c_int), 0);
+        assert_eq!(scx_hints::latency_class(), scx_hints::LatencyClass::Batch);
+        assert_eq!(fx.read("capi_shared.rust", 8, 0).value, Some(0x7777));
+        assert_eq!(fx.read("capi_shared.c", 4, 1).value, Some(0x4242));
+    })
+    .join()
+    .unwrap();
+}

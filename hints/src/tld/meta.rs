@@ -85,7 +85,9 @@ pub fn page() -> Result<&'static MetaPage, KeyError> {
         // SAFETY: once published, the page lives until the process exits.
         return Ok(unsafe { &*p });
     }
-    let new = page_new()?;
+    // The hub shared with the other TLD users of the process, or a page of
+    // this copy's own (see shared.rs).
+    let (new, shared) = super::shared::meta_page()?;
     match META.compare_exchange(ptr::null_mut(), new, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
             super::map::install_fork_handler();
@@ -93,16 +95,21 @@ pub fn page() -> Result<&'static MetaPage, KeyError> {
             Ok(unsafe { &*new })
         }
         Err(winner) => {
-            // SAFETY: `new` was never published.
-            unsafe { libc::munmap(new as *mut libc::c_void, abi::PAGE_SIZE) };
+            // A racing thread of this copy published first: the same hub,
+            // or a private page to give back.
+            if !shared && new != winner {
+                // SAFETY: `new` was never published.
+                unsafe { libc::munmap(new as *mut libc::c_void, abi::PAGE_SIZE) };
+            }
             // SAFETY: as above, the winner's page lives forever.
             Ok(unsafe { &*winner })
         }
     }
 }
 
-/// Replaces the process's metadata page with a new, empty one (the old one
-/// is leaked) and makes every thread register again. Only for a test
+/// Replaces the process's metadata page with a new, empty one of this
+/// copy's own (the old one is leaked, the hub left to other copies) and
+/// makes every thread register again. Only for a test
 /// process that owns all keys: keys of the old page are not carried over.
 pub fn replace_page_for_test() -> Result<&'static MetaPage, KeyError> {
     let old = META.load(Ordering::Acquire);
@@ -119,8 +126,8 @@ pub fn replace_page_for_test() -> Result<&'static MetaPage, KeyError> {
     page()
 }
 
-/// A new metadata page, not yet published.
-fn page_new() -> Result<*mut MetaPage, KeyError> {
+/// A new metadata page of this copy's own, not yet published.
+pub fn page_new() -> Result<*mut MetaPage, KeyError> {
     // SAFETY: an anonymous private mapping; the result is checked.
     let new = unsafe {
         libc::mmap(
@@ -144,6 +151,12 @@ fn page_new() -> Result<*mut MetaPage, KeyError> {
         (*new).cookie = sys::random_u32();
     }
     Ok(new)
+}
+
+/// Test only: forgets the process's page in this copy (see
+/// `testing::forget_process_state`); returns it.
+pub fn forget_for_test() -> *mut MetaPage {
+    META.swap(ptr::null_mut(), Ordering::AcqRel)
 }
 
 /// The page if it exists, without creating it.

@@ -4,7 +4,10 @@
 //! A process has one metadata page naming its keys; each thread has one
 //! data block holding its values, registered once with the kernel in a
 //! task-storage map (through UPTR: the kernel pins the pages). After that,
-//! [`Key::set`] is a plain store into the thread's own memory.
+//! [`Key::set`] is a plain store into the thread's own memory. Every TLD
+//! writer in the process (this crate, the C library, another version of
+//! either) shares that one page and each thread's one block: the kernel
+//! keeps one registration per thread.
 //!
 //! Keys are declared statically ([`declare_key!`](crate::declare_key!), created before `main`, so
 //! that they size every thread's block) or created at run time
@@ -19,6 +22,7 @@
 pub mod abi;
 mod map;
 mod meta;
+mod shared;
 // Outside Linux there is no BPF: the same calls, always failing (no map).
 #[cfg_attr(not(target_os = "linux"), path = "sys_other.rs")]
 mod sys;
@@ -397,6 +401,37 @@ pub mod testing {
     /// The number of keys the process has created.
     pub fn key_count() -> usize {
         super::meta::existing_page().map_or(0, |m| super::meta::state(m).cnt as usize)
+    }
+
+    /// Whether this copy of the crate shares the process's TLD state (one
+    /// metadata page, one block per thread) with the other TLD users of
+    /// the process.
+    pub fn shares_process_state() -> bool {
+        super::shared::sharing()
+    }
+
+    /// Forgets the process's TLD state in this copy of the crate, so that
+    /// its next use finds or creates it again, and returns the metadata
+    /// page's address. Only for a forked child whose one thread never
+    /// touched a block; then [`unmap_process_state`] lets every copy race
+    /// to create the state anew.
+    pub fn forget_process_state() -> Option<usize> {
+        super::shared::forget_for_test();
+        let p = super::meta::forget_for_test();
+        (!p.is_null()).then_some(p as usize)
+    }
+
+    /// Unmaps the shared state at `addr` (what [`forget_process_state`]
+    /// returned) once every copy forgot it.
+    pub fn unmap_process_state(addr: usize) {
+        // SAFETY: the caller promises that no copy uses it any more.
+        unsafe { libc::munmap(addr as *mut libc::c_void, super::shared::HUB_SIZE) };
+    }
+
+    /// Where this process's shared state is (or would be) mapped; None
+    /// where nothing is shared.
+    pub fn process_state_address() -> Option<usize> {
+        super::shared::address().map(|a| a as usize)
     }
 
     /// The metadata page's address, if it exists.

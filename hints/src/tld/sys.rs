@@ -176,3 +176,88 @@ pub fn random_u32() -> u32 {
     }
     v.max(1)
 }
+
+/// Copies `size_of::<T>()` bytes at `addr` of this process into `out`
+/// without ever faulting: `EFAULT` if they are not all mapped readable.
+pub fn read_own_memory<T>(addr: usize, out: &mut T) -> Result<(), i32> {
+    let local = libc::iovec {
+        iov_base: out as *mut T as *mut libc::c_void,
+        iov_len: std::mem::size_of::<T>(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: std::mem::size_of::<T>(),
+    };
+    // SAFETY: the kernel checks the remote range; local is our own `out`.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
+    }
+    if n as usize != std::mem::size_of::<T>() {
+        return Err(libc::EFAULT);
+    }
+    Ok(())
+}
+
+/// Maps a private copy of `image` at exactly `addr`, complete from the
+/// first instant (it is written to a memfd named `name` first). Ok(false)
+/// if something is mapped there already.
+pub fn map_image_at(addr: usize, image: &[u8], name: &str) -> Result<bool, i32> {
+    let errno = || {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    };
+    let c = CString::new(name).map_err(|_| libc::EINVAL)?;
+    // SAFETY: a valid name; the fd is owned below.
+    let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(errno());
+    }
+    // SAFETY: the kernel returned a new fd that we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut done = 0;
+    while done < image.len() {
+        // SAFETY: writes from our slice.
+        let n = unsafe {
+            libc::write(
+                fd.as_raw_fd(),
+                image[done..].as_ptr() as *const libc::c_void,
+                image.len() - done,
+            )
+        };
+        if n < 0 {
+            let e = errno();
+            if e == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        done += n as usize;
+    }
+    // SAFETY: a private mapping of our memfd at a fixed address that the
+    // kernel refuses (EEXIST) rather than replace anything.
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            image.len(),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_FIXED_NOREPLACE,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        let e = errno();
+        return if e == libc::EEXIST { Ok(false) } else { Err(e) };
+    }
+    if p as usize != addr {
+        // A kernel older than 4.17 took the flag for a hint.
+        // SAFETY: the mapping just made, used by nobody.
+        unsafe { libc::munmap(p, image.len()) };
+        return Err(libc::ENOSYS);
+    }
+    Ok(true)
+}

@@ -1,11 +1,13 @@
 //! Each thread's data block and its registration with the kernel.
 //!
-//! The block is allocated on the thread's first hint access, sized by the
-//! frozen capacity and aligned to its own power-of-two size so that it never
+//! The block is allocated on the thread's first hint access (or taken over
+//! from another TLD writer of the process that made it, see shared.rs),
+//! sized by the frozen capacity and aligned to its own power-of-two size so that it never
 //! crosses a page (the kernel refuses uptrs that do). It is registered in the
 //! task-storage map with the thread's pidfd; after that, accesses are plain
 //! loads and stores into it. At thread exit the map entry is deleted before
-//! the block is freed, so the kernel never keeps reading reused memory.
+//! the block is freed (by the last writer using it), so the kernel never
+//! keeps reading reused memory.
 //!
 //! Every block is also listed in a process-wide registry, so that the map
 //! watcher can register threads that never touch a hint again: when the map
@@ -15,7 +17,7 @@
 //! after its thread deleted it.
 
 use super::abi::{self, DataHdr, MapValue};
-use super::{map, meta, sys};
+use super::{map, meta, shared, sys};
 use std::cell::Cell;
 use std::fmt;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -367,22 +369,34 @@ impl ThreadBlock {
         (offset + size <= self.end.get()).then(|| self.base.get().wrapping_add(offset))
     }
 
-    /// Allocates the block and lists it in the registry.
+    /// Finds the block another TLD user of the process made for this
+    /// thread, or allocates it, and lists it in the registry.
     fn allocate(&self) -> bool {
         let Ok(capacity) = meta::freeze_capacity() else {
             return false;
         };
-        let size = abi::DATA_HDR_SIZE + capacity as usize;
-        let mut p: *mut libc::c_void = ptr::null_mut();
-        // SAFETY: size is a power of two and a multiple of the pointer size.
-        if unsafe { libc::posix_memalign(&mut p, size, size) } != 0 {
-            return false;
-        }
-        // SAFETY: p points to `size` fresh bytes.
-        unsafe {
-            ptr::write_bytes(p as *mut u8, 0, size);
-            (*(p as *mut DataHdr)).capacity = capacity;
-        }
+        let p = match shared::adopt_block() {
+            Some(p) => p,
+            None => {
+                let size = abi::DATA_HDR_SIZE + capacity as usize;
+                let mut p: *mut libc::c_void = ptr::null_mut();
+                // SAFETY: size is a power of two and a multiple of the pointer size.
+                if unsafe { libc::posix_memalign(&mut p, size, size) } != 0 {
+                    return false;
+                }
+                // SAFETY: p points to `size` fresh bytes.
+                unsafe {
+                    ptr::write_bytes(p as *mut u8, 0, size);
+                    (*(p as *mut DataHdr)).capacity = capacity;
+                }
+                // Without a record the block stays this copy's alone.
+                shared::publish_block(p as *mut u8);
+                p as *mut u8
+            }
+        };
+        // SAFETY: the block starts with its header; its capacity is the
+        // process-wide frozen one, whoever allocated it.
+        let size = abi::DATA_HDR_SIZE + unsafe { (*(p as *const DataHdr)).capacity } as usize;
         let entry = Box::into_raw(Box::new(Entry {
             tid: sys::gettid(),
             base: p as usize,
@@ -395,7 +409,7 @@ impl ThreadBlock {
         }));
         with_registry(|entries| entries.push(entry));
         self.entry.set(entry);
-        self.base.set(p as *mut u8);
+        self.base.set(p);
         self.end.set(size);
         true
     }
@@ -457,8 +471,13 @@ impl ThreadBlock {
                 "scx_hints: thread {}: entry not deleted, block kept",
                 sys::gettid()
             );
-        } else {
-            // SAFETY: allocated by posix_memalign in allocate(), registered nowhere.
+        }
+        // Other TLD users of the process may still use the block: the last
+        // one frees it.
+        if shared::release_block(base, stuck) {
+            // SAFETY: allocated by posix_memalign (here or by another TLD
+            // user of the process, from the same libc), registered nowhere,
+            // used by nobody.
             unsafe { libc::free(base as *mut libc::c_void) };
         }
         self.base.set(ptr::null_mut());
