@@ -27,6 +27,7 @@ pub use future::{HintExt, WithLatencyClass};
 
 #[cfg(test)]
 mod cdefs;
+pub mod view;
 pub mod vocab;
 
 use std::fmt;

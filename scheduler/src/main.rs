@@ -10,6 +10,7 @@ mod guard;
 mod pin;
 mod stats;
 mod tld_guard_skel;
+mod view;
 
 use std::ffi::CString;
 use std::mem::MaybeUninit;
@@ -245,6 +246,7 @@ struct Scheduler<'a> {
     skel: BpfSkel<'a>,
     struct_ops: Option<libbpf_rs::Link>,
     stats_server: StatsServer<(), Snapshot>,
+    _view_pin: view::ViewPin,
 }
 
 impl<'a> Scheduler<'a> {
@@ -383,6 +385,7 @@ impl<'a> Scheduler<'a> {
             }
         };
         pin::finish(&plan, guarded)?;
+        let view_pin = view::pin(&skel.maps.task_views, plan.dir())?;
 
         let struct_ops = Some(scx_ops_attach!(skel, hinted_ops)?);
         let stats_server = StatsServer::new(stats::server_data()).launch()?;
@@ -392,6 +395,7 @@ impl<'a> Scheduler<'a> {
             skel,
             struct_ops,
             stats_server,
+            _view_pin: view_pin,
         })
     }
 

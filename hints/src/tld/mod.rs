@@ -21,7 +21,7 @@ mod map;
 mod meta;
 // Outside Linux there is no BPF: the same calls, always failing (no map).
 #[cfg_attr(not(target_os = "linux"), path = "sys_other.rs")]
-mod sys;
+pub(crate) mod sys;
 mod thread;
 mod words;
 
