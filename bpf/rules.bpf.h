@@ -13,7 +13,10 @@
  *
  * A rule beats an inherited hint but never the thread's own (the
  * application knows its threads better than a pattern does); it is not
- * handed down at fork or exec, since user space matches each task itself.
+ * handed down at fork, since user space matches each task itself. An entry
+ * survives exec (the task is the same) until user space matches the new
+ * image at its next scan: deleting it here would leave user space believing
+ * it is still there.
  * Rules come from root, so they are not clamped like unprivileged claims.
  */
 #ifndef __SCX_HINTED_RULES_BPF_H
@@ -91,18 +94,6 @@ static __always_inline void rule_apply(const struct rule_state *rs, bool own_cla
 		*prio = rs->hint.prio;
 		*have_prio = true;
 	}
-}
-
-/*
- * exec() replaces the program a rule matched: drop its entry until user
- * space matches the new image (at its next scan).
- */
-static __always_inline void rule_forget(struct task_struct *p, struct rule_state *rs)
-{
-	bpf_task_storage_delete(&rule_hints, p);
-	rs->hint.cls = -1;
-	rs->hint.have_prio = 0;
-	rs->hint.rule_id = 0;
 }
 
 #endif /* __SCX_HINTED_RULES_BPF_H */

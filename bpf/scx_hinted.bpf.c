@@ -1242,7 +1242,6 @@ int BPF_PROG(hinted_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
 	if (!tctx)
 		return 0;
-	rule_forget(p, &tctx->rule);
 	if (inherit_on_fork) {
 		tctx->inh_class = tctx->hint_class;
 		tctx->inh_prio = tctx->hint_prio;
