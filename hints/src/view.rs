@@ -8,8 +8,10 @@
 //! enter that directory; `scx-hint show` prints it. The layout mirrors
 //! `struct hinted_task_view` in the scheduler's `bpf/intf.h`.
 
+use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::OnceLock;
 
 use crate::tld::{self, sys};
 use crate::LatencyClass;
@@ -160,4 +162,33 @@ impl Views {
         let pidfd = sys::pidfd_of_thread(tid)?;
         Ok(sys::map_lookup::<RawView>(self.0.as_raw_fd(), &pidfd)?.map(TaskView::from))
     }
+}
+
+/// The class the scheduler gives the calling thread while it publishes none
+/// (one inherited, or a rule's), for [`crate::latency_class`]. Looked up
+/// once per thread (pidfd_open, one lookup, close; the map is opened once
+/// per process) and then cached: a rule changed later is not seen.
+#[cold]
+#[inline(never)]
+pub(crate) fn assigned_class() -> Option<LatencyClass> {
+    thread_local! {
+        static CACHED: Cell<Option<Option<LatencyClass>>> = const { Cell::new(None) };
+    }
+    static VIEWS: OnceLock<Option<Views>> = OnceLock::new();
+    CACHED
+        .try_with(|cached| {
+            if let Some(class) = cached.get() {
+                return class;
+            }
+            let class = VIEWS
+                .get_or_init(|| Views::open().ok())
+                .as_ref()
+                .and_then(|views| views.get(sys::gettid()).ok().flatten())
+                .filter(|v| matches!(v.class_source, Source::Inherited | Source::Rule))
+                .map(|v| v.class);
+            cached.set(Some(class));
+            class
+        })
+        .ok()
+        .flatten()
 }

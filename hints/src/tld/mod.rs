@@ -300,6 +300,21 @@ impl<T: Pod> StaticKey<T> {
     pub fn get(&self) -> Option<T> {
         self.key().ok()?.get()
     }
+
+    /// Loads this thread's value if the thread has its block; otherwise
+    /// returns `absent()` without allocating (and so registering) one.
+    #[inline(always)]
+    pub(crate) fn get_existing(&self, absent: impl FnOnce() -> Option<T>) -> Option<T> {
+        let k = self.key().ok()?;
+        thread::with_existing_ptr(
+            k.offset(),
+            abi::round_up(size_of::<T>()),
+            // SAFETY: as in Key::get().
+            |p| Some(unsafe { words::load(p) }),
+            absent,
+        )
+        .flatten()
+    }
 }
 
 fn encode_error(e: KeyError) -> u32 {

@@ -287,6 +287,31 @@ pub fn rules(env: &Env) -> Result<String> {
             is(LatencyClass::Interactive, Source::Own),
         )?;
 
+        // latency_class() in a thread that publishes nothing reports the
+        // class it inherited from its parent thread, and reading it does not
+        // register the thread (which would publish class normal).
+        let (inh_class, inh_registered) = std::thread::Builder::new()
+            .name("rules-parent".into())
+            .spawn(|| {
+                scx_hints::set_latency_class(LatencyClass::Interactive);
+                std::thread::Builder::new()
+                    .name("inh-child".into())
+                    .spawn(|| {
+                        let class = scx_hints::latency_class();
+                        (class, scx_hints::registration().is_registered())
+                    })
+                    .map(|h| h.join())
+            })?
+            .join()
+            .map_err(|_| anyhow::anyhow!("the rules-parent thread panicked"))?
+            .context("spawning the inh-child thread")?
+            .map_err(|_| anyhow::anyhow!("the inh-child thread panicked"))?;
+        ensure!(
+            inh_class == LatencyClass::Interactive && !inh_registered,
+            "latency_class() in a thread that inherited interactive says {inh_class:?} \
+             (registered by the read: {inh_registered})"
+        );
+
         // Reload: the worker's rule now says batch.
         write_rules(&path, &rules_text("batch"))?;
         sighup(&sched);
@@ -319,7 +344,8 @@ pub fn rules(env: &Env) -> Result<String> {
         }
         Ok(format!(
             "{}; inherited background seen by show; comm, uid and own-beats-rule seen \
-             (interactive tasks {inter0} -> {}); reload to batch applied; bad file refused: {}",
+             (interactive tasks {inter0} -> {}); latency_class() reports an inherited \
+             class; reload to batch applied; bad file refused: {}",
             loaded.split("rules: ").nth(1).unwrap_or(&loaded),
             counted.class("interactive", "tasks"),
             refused.split("rules: ").nth(1).unwrap_or(&refused)
