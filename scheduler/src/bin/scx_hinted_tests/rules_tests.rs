@@ -3,6 +3,7 @@
 //! inherited through `scx-hint run` and rules (`scx_hinted --rules`),
 //! checked through the task view (`scx-hint show`) and the class counters.
 
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -130,19 +131,24 @@ fn named_thread(
     Ok((rx.recv()?, handle))
 }
 
-/// `scx-hint show PID`'s lines for thread `tid`, with the check that it ran.
-fn show(pid: u32) -> Result<String> {
-    let out = Command::new(scx_hint()?)
-        .args(["show", &pid.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .context("running scx-hint show")?;
+/// `scx-hint show PID`'s output (as user `uid`), with the check that it ran.
+fn show_as(pid: u32, uid: u32) -> Result<String> {
+    let mut cmd = Command::new(scx_hint()?);
+    cmd.args(["show", &pid.to_string()]).stdin(Stdio::null());
+    if uid != 0 {
+        cmd.uid(uid).gid(uid);
+    }
+    let out = cmd.output().context("running scx-hint show")?;
     ensure!(
         out.status.success(),
-        "scx-hint show {pid} failed: {}",
+        "scx-hint show {pid} (uid {uid}) failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn show(pid: u32) -> Result<String> {
+    show_as(pid, 0)
 }
 
 fn show_line(listing: &str, tid: i32) -> Option<&str> {
@@ -178,9 +184,12 @@ fn wait_log(sched: &Sched, needle: &str) -> Result<String> {
 /// One scheduler with a rules file:
 /// - an unmodified stress-ng under `scx-hint run --class background`:
 ///   `scx-hint show` lists its worker as background (inherited);
+/// - the view pin is root 0644 and `scx-hint show` works as an unprivileged user;
 /// - a rule on a stress-ng worker's comm: interactive (rule), counted in
 ///   the interactive tasks; a uid rule on an unprivileged process; a
 ///   thread's own hint beats a rule that matches it;
+/// - `latency_class()` in a thread that publishes nothing reports the class
+///   it inherited, without registering the thread;
 /// - SIGHUP with a changed file moves the worker to batch; SIGHUP with a
 ///   bad file is refused with its line and column, and the rules stay.
 pub fn rules(env: &Env) -> Result<String> {
@@ -218,10 +227,20 @@ pub fn rules(env: &Env) -> Result<String> {
                 .is_some_and(|l| l.contains("background (inherited)")),
             "scx-hint show {launched} does not list it as background (inherited):\n{listing}"
         );
-        let listing = show(inh_worker as u32)?;
+        // The view is readable by any user, writable by root only.
+        let pin = scx_hints::view::pin_path();
+        let meta = std::fs::metadata(&pin).with_context(|| format!("no view pin at {pin}"))?;
+        ensure!(
+            meta.mode() & 0o777 == 0o644 && meta.uid() == 0,
+            "the view pin {pin} is {:o} owned by uid {}, not 644 root",
+            meta.mode() & 0o777,
+            meta.uid()
+        );
+        let listing = show_as(inh_worker as u32, UID)?;
         ensure!(
             show_line(&listing, inh_worker).is_some_and(|l| l.contains("background (inherited)")),
-            "scx-hint show {inh_worker} does not list the worker as background (inherited):\n\
+            "scx-hint show {inh_worker} as uid {UID} does not list the worker as background \
+             (inherited):\n\
              {listing}"
         );
 
