@@ -220,7 +220,14 @@ pub fn rules(env: &Env) -> Result<String> {
             inh_worker,
             "the worker under scx-hint run",
             is(LatencyClass::Background, Source::Inherited),
-        )?;
+        )
+        .with_context(|| {
+            format!(
+                "stress-ng's main thread is seen as {:?}; forks that inherited a class: {}",
+                views.get(launched as i32).ok().flatten(),
+                stats().map_or(f64::NAN, |s| s.get("inherited"))
+            )
+        })?;
         let listing = show(launched)?;
         ensure!(
             show_line(&listing, launched as i32)
