@@ -73,4 +73,46 @@ struct hinted_stats {
 	u64 no_task_ctx;	/* tasks met without a task context (should stay 0) */
 };
 
+/*
+ * Where the class or the priority a task is scheduled with comes from, in
+ * order of precedence (docs/policy.md, "Precedence"). SCHED_IDLE is the one
+ * exception: it makes a thread background whatever else applies.
+ */
+enum hinted_source {
+	HINTED_SRC_DEFAULT	= 0,	/* nothing applies: normal, priority 0 */
+	HINTED_SRC_OWN		= 1,	/* the thread's own hint */
+	HINTED_SRC_RULE		= 2,	/* a rule of scx_hinted --rules */
+	HINTED_SRC_INHERITED	= 3,	/* taken over at fork or exec */
+	HINTED_SRC_POLICY	= 4,	/* SCHED_IDLE (background) or SCHED_BATCH (batch) */
+};
+
+/*
+ * What the scheduler applies to one task, kept in the task-storage map
+ * task_views (task_view.bpf.h), pinned next to the TLD map as "tasks" and
+ * readable by pidfd (scx-hint show). Updated whenever an input changes.
+ */
+struct hinted_task_view {
+	s32 cls;		/* class applied (before any burst-budget demotion) */
+	s32 prio;		/* priority hint applied: added to nice for the weight */
+	u32 weight;		/* weight from nice + priority (nice 0 = 1024) */
+	u32 rule_id;		/* id of the rule that matched (its line), 0 if none */
+	u8 class_source;	/* enum hinted_source */
+	u8 prio_source;		/* enum hinted_source */
+	u8 registered;		/* the thread has a TLD registration */
+	u8 clamped;		/* a critical class or negative priority it claimed was refused */
+	s32 own_class;		/* the class the thread publishes, -1 if none */
+};
+
+/*
+ * A rule's hints for one task, written by scx_hinted's user space into the
+ * task-storage map rule_hints by pidfd (rules.bpf.h, scheduler/src/rules.rs).
+ */
+struct hinted_rule_hint {
+	s32 cls;		/* class, -1 if the rule sets none */
+	s32 prio;		/* priority, if have_prio */
+	u8 have_prio;
+	u8 pad[3];
+	u32 rule_id;		/* the rule's line in the rules file */
+};
+
 #endif /* __SCX_HINTED_INTF_H */

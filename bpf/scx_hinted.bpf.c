@@ -60,6 +60,10 @@
  *   interactive and 0, and counted. SCHED_IDLE threads are background whatever
  *   they hint; SCHED_BATCH threads default to batch. A forked task starts with
  *   its parent's effective hints until it publishes its own (optional).
+ *   Rules from the administrator (rules.bpf.h) give hints to threads that
+ *   publish none: the own hint beats a rule, a rule beats an inherited one.
+ *   What is applied to each task, and why, is kept in a view that user
+ *   space can read (task_view.bpf.h).
  *
  * - The kernel's side. Exiting and migration-disabled tasks come through
  *   ops.enqueue() too (the latter go to their CPU's local queue), wakeups may
@@ -72,6 +76,7 @@
 #include <scx/common.bpf.h>
 #include "intf.h"
 #include "tld.bpf.h"
+#include "rules.bpf.h"
 
 char _license[] SEC("license") = "GPL";
 
@@ -163,6 +168,7 @@ struct hint_input {
 	u8 have_own_prio;
 	u8 policy;
 	u8 valid;
+	u8 registered;
 	s32 static_prio;
 };
 
@@ -174,6 +180,8 @@ struct task_ctx {
 	s32 inh_class;			/* CLASS_NONE if none */
 	s32 inh_prio;
 	u8 have_inh_prio;
+
+	struct rule_state rule;		/* the hints a rule gives it (rules.bpf.h) */
 
 	/* Results: effective hints (after validation and policy), class, weight. */
 	u8 registered;
@@ -264,6 +272,8 @@ static __always_inline struct task_ctx *task_ctx_of(struct task_struct *p)
 {
 	return bpf_task_storage_get(&task_ctxs, p, 0, 0);
 }
+
+#include "task_view.bpf.h"
 
 static __always_inline bool is_elevated(s32 cls)
 {
@@ -462,6 +472,8 @@ static __noinline void recompute(struct task_struct *p, struct task_ctx *tctx,
 	tctx->hint_class = hcls;
 	tctx->hint_prio = prio;
 	tctx->have_hint_prio = have_prio;
+	rule_apply(&tctx->rule, tctx->in.have_own_class, tctx->in.have_own_prio, &hcls, &prio,
+		   &have_prio);
 
 	if (tctx->in.policy == SCHED_IDLE)
 		cls = SCX_HINT_CLASS_BACKGROUND;
@@ -482,6 +494,7 @@ static __noinline void recompute(struct task_struct *p, struct task_ctx *tctx,
 	idx = nice + 20;
 	weight = MEMBER_VPTR(nice_weight, [idx]);
 	tctx->weight = weight ? *weight : NICE_0_WEIGHT;
+	view_update(p, tctx, prio);
 }
 
 /*
@@ -494,6 +507,7 @@ static __always_inline void refresh_hints(struct task_struct *p, struct task_ctx
 {
 	struct hint_input in = {};
 	struct tld_object obj;
+	bool rule_changed;
 	s32 *v;
 	int ret;
 
@@ -522,8 +536,11 @@ static __always_inline void refresh_hints(struct task_struct *p, struct task_ctx
 	in.policy = p->policy;
 	in.static_prio = p->static_prio;
 	in.valid = 1;
+	in.registered = tctx->registered;	/* shown by the task view */
+	rule_changed = rule_refresh(p, &tctx->rule);
 
-	if (in.valid != tctx->in.valid || in.have_own_class != tctx->in.have_own_class ||
+	if (rule_changed || in.valid != tctx->in.valid || in.registered != tctx->in.registered ||
+	    in.have_own_class != tctx->in.have_own_class ||
 	    in.own_class != tctx->in.own_class || in.have_own_prio != tctx->in.have_own_prio ||
 	    in.own_prio != tctx->in.own_prio || in.policy != tctx->in.policy ||
 	    in.static_prio != tctx->in.static_prio) {
@@ -1179,6 +1196,7 @@ s32 BPF_STRUCT_OPS(hinted_init_task, struct task_struct *p, struct scx_init_task
 
 	tctx->inh_class = CLASS_NONE;
 	tctx->counted_class = CLASS_NONE;
+	rule_state_init(&tctx->rule);
 	tctx->cls = SCX_HINT_CLASS_NORMAL;
 	tctx->weight = NICE_0_WEIGHT;
 

@@ -14,6 +14,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use scx_hints::view::{Source, TaskView, Views};
 use scx_hints::{LatencyClass, Registration};
 
 /// Scheduler hints for programs that do not publish their own.
@@ -60,7 +61,14 @@ enum Cmd {
         #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
         command: Vec<OsString>,
     },
-    /// Show, for each thread of a process, what can be known of its hints.
+    /// Show what scx_hinted applies to each thread of a process: its class
+    /// and priority, where each comes from (own hint, rule, inherited,
+    /// SCHED_IDLE/SCHED_BATCH policy, default), and whether it registered.
+    #[command(after_help = "Example: scx-hint show $(pidof make)\n\n\
+                      Sources, in order of precedence: own (the thread's hint), rule \
+                      (scx_hinted --rules), inherited (from the parent at fork, or \
+                      across exec, e.g. scx-hint run), policy (SCHED_BATCH; SCHED_IDLE \
+                      wins over all), default. Exit status 1 if the process does not exist.")]
     Show {
         /// The process id.
         pid: u32,
@@ -129,7 +137,7 @@ fn run(
         scx_hints::set_priority(p)?;
     }
     match scx_hints::tld::register_thread() {
-        Registration::Registered => make_scheduler_read_hints(),
+        Registration::Registered => make_scheduler_read_hints(class),
         other => {
             let why = match other {
                 Registration::Failed(errno) => format!(
@@ -160,11 +168,32 @@ fn run(
 /// The scheduler reads a thread's hints at its scheduling events, and takes
 /// the launcher's effective hints over as inherited ones at exec. A fork
 /// makes it read the parent's hints at once (a child starts with its
-/// parent's effective hints), so starting and joining a thread guarantees
-/// that the class set above is what exec carries over, without waiting for
-/// the next scheduling event.
-fn make_scheduler_read_hints() {
-    let _ = std::thread::spawn(|| {}).join();
+/// parent's effective hints), so starting and joining a thread makes the
+/// class set above what exec carries over, without waiting for the next
+/// scheduling event. Where the scheduler exports its task view, the view of
+/// this thread confirms that it read the class; a fork whose read did not
+/// land (seen in the emulated guest) is repeated, a few times at most.
+fn make_scheduler_read_hints(class: LatencyClass) {
+    const TRIES: u32 = 20;
+    let views = Views::open().ok();
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    for _ in 0..TRIES {
+        let _ = std::thread::spawn(|| {}).join();
+        let Some(views) = &views else {
+            return; // a scheduler without the view: trust the fork
+        };
+        if let Ok(Some(v)) = views.get(tid) {
+            if v.class_source == Source::Own && v.own_class == Some(class as i32) {
+                return;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    eprintln!(
+        "scx-hint: warning: scx_hinted has not read the class after {TRIES} tries; \
+         the command may start unhinted"
+    );
 }
 
 /// Scheduling policy names as in sched(7).
@@ -201,6 +230,68 @@ fn thread_stat(pid: u32, tid: &str) -> Result<(String, i64, i64)> {
     Ok((comm, field(19)?, field(41)?))
 }
 
+/// Whether scx_hinted is the sched_ext scheduler running now, and if not,
+/// what runs instead (for the message when no view can be read).
+fn scheduler_running() -> Result<(), String> {
+    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string());
+    match read("/sys/kernel/sched_ext/state") {
+        Err(_) => Err("this kernel has no sched_ext".into()),
+        Ok(state) if state != "enabled" => Err(format!("no sched_ext scheduler runs ({state})")),
+        Ok(_) => match read("/sys/kernel/sched_ext/root/ops") {
+            // scx_utils names the ops "hinted_<version>_<target>".
+            Ok(ops) if ops == "hinted" || ops.starts_with("hinted_") => Ok(()),
+            Ok(ops) => Err(format!(
+                "the sched_ext scheduler running is {ops:?}, not scx_hinted"
+            )),
+            Err(e) => Err(format!("cannot tell which scheduler runs: {e}")),
+        },
+    }
+}
+
+/// The scheduler's view map, or why it cannot be read.
+fn open_views() -> Result<Views, String> {
+    let path = scx_hints::view::pin_path();
+    let running = scheduler_running();
+    match Views::open_at(&path) {
+        Ok(views) => match running {
+            Ok(()) => Ok(views),
+            Err(why) => Err(format!("{why}; the view at {path} is stale")),
+        },
+        Err(e) => Err(match (running, e.kind()) {
+            (Err(why), _) => why,
+            (Ok(()), std::io::ErrorKind::NotFound) => format!(
+                "scx_hinted runs but {path} is missing (a version without the task view, \
+                 or another --tld-pin directory: set SCX_HINTS_TLD_MAP)"
+            ),
+            (Ok(()), std::io::ErrorKind::PermissionDenied) => {
+                format!("cannot open {path}: permission denied (see docs/operators.md)")
+            }
+            (Ok(()), _) => format!("cannot read {path}: {e}"),
+        }),
+    }
+}
+
+/// The CLASS, PRIORITY and NOTES cells of a thread the scheduler has seen.
+fn view_cells(v: &TaskView) -> (String, String, String) {
+    let class = format!("{} ({})", v.class.name(), v.class_source.name());
+    let priority = format!("{} ({})", v.priority, v.priority_source.name());
+    let mut notes = Vec::new();
+    if let Some(rule) = v.rule {
+        notes.push(format!("rule at line {rule}"));
+    }
+    if v.clamped {
+        notes.push("claim clamped (critical or negative priority not allowed)".into());
+    }
+    match v.own_class {
+        Some(c) if !(0..scx_hints::vocab::NR_CLASSES).contains(&c) => {
+            notes.push(format!("publishes invalid class {c} (ignored)"))
+        }
+        _ => {}
+    }
+    notes.push(format!("weight {}", v.weight));
+    (class, priority, notes.join(", "))
+}
+
 fn show(pid: u32) -> Result<()> {
     let dir = format!("/proc/{pid}/task");
     let mut tids: Vec<String> = std::fs::read_dir(&dir)
@@ -208,43 +299,42 @@ fn show(pid: u32) -> Result<()> {
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .collect();
     tids.sort_by_key(|t| t.parse::<u64>().unwrap_or(u64::MAX));
+    let views = open_views();
     println!(
-        "{:>8}  {:<16} {:<14} {:>4}  OWN HINTS PUBLISHED",
-        "TID", "COMM", "POLICY", "NICE"
+        "{:>8}  {:<16} {:<12} {:>4}  {:<24} {:<16} {:<10} NOTES",
+        "TID", "COMM", "POLICY", "NICE", "CLASS (SOURCE)", "PRIORITY", "REGISTERED"
     );
-    let mut map_error = None;
     for tid in &tids {
         let Ok((comm, nice, policy)) = thread_stat(pid, tid) else {
             continue; // the thread exited meanwhile
         };
-        let published = match tid.parse().map(scx_hints::tld::thread_registered) {
-            Ok(Ok(true)) => "yes (registered)".to_string(),
-            Ok(Ok(false)) => "no".to_string(),
-            Ok(Err(e)) => {
-                map_error.get_or_insert_with(|| e.to_string());
-                "unknown".to_string()
-            }
-            Err(_) => "unknown".to_string(),
+        let Ok(tid_num) = tid.parse::<i32>() else {
+            continue;
+        };
+        let (class, priority, registered, notes) = match &views {
+            Ok(views) => match views.get(tid_num) {
+                Ok(Some(v)) => {
+                    let (c, p, n) = view_cells(&v);
+                    (c, p, if v.registered { "yes" } else { "no" }.to_string(), n)
+                }
+                Ok(None) => (
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "not seen by scx_hinted (not a sched_ext task?)".into(),
+                ),
+                Err(e) => ("?".into(), "?".into(), "?".into(), e.to_string()),
+            },
+            Err(_) => ("?".into(), "?".into(), "?".into(), String::new()),
         };
         println!(
-            "{tid:>8}  {comm:<16} {:<14} {nice:>4}  {published}",
+            "{tid:>8}  {comm:<16} {:<12} {nice:>4}  {class:<24} {priority:<16} {registered:<10} {notes}",
             policy_name(policy)
         );
     }
-    if let Some(e) = map_error {
-        eprintln!(
-            "scx-hint: cannot read the TLD map at {}: {e}",
-            scx_hints::tld::map_pin_path()
-        );
+    if let Err(why) = views {
+        eprintln!("scx-hint: cannot show what the scheduler applies: {why}");
     }
-    // What scx_hinted computed for each thread (its effective class,
-    // including inherited ones) lives in the scheduler's private task storage;
-    // it is not readable from user space yet, so it is not shown.
-    println!(
-        "(the class scx_hinted applies, including one inherited through scx-hint run, \
-         is not exported by the scheduler yet; its stats count tasks per class: \
-         scx_hinted --monitor 1)"
-    );
     Ok(())
 }
 

@@ -27,6 +27,7 @@ pub use future::{HintExt, WithLatencyClass};
 
 #[cfg(test)]
 mod cdefs;
+pub mod view;
 pub mod vocab;
 
 use std::fmt;
@@ -111,10 +112,17 @@ pub fn set_latency_class(class: LatencyClass) {
     LATENCY_CLASS.set(class as i32);
 }
 
-/// The calling thread's latency class (`Normal` until set).
+/// The calling thread's latency class. Until the thread sets one: the class
+/// `scx_hinted` gives it without a hint of its own (inherited at fork or
+/// across exec, as with `scx-hint run`, or from a rule), read once per
+/// thread from the scheduler's task view ([`view`]); `Normal` without one.
 #[inline]
 pub fn latency_class() -> LatencyClass {
-    LatencyClass::from_raw(LATENCY_CLASS.get().unwrap_or(vocab::CLASS_NORMAL))
+    // A thread without a block is not allocated one here: registering it
+    // would publish class normal as its own and override the assigned class.
+    LATENCY_CLASS
+        .get_existing(|| view::assigned_class().map(|c| c as i32))
+        .map_or(LatencyClass::Normal, LatencyClass::from_raw)
 }
 
 /// A priority outside -20..=19.

@@ -8,8 +8,10 @@ mod bpf_intf;
 mod bpf_skel;
 mod guard;
 mod pin;
+mod rules;
 mod stats;
 mod tld_guard_skel;
+mod view;
 
 use std::ffi::CString;
 use std::mem::MaybeUninit;
@@ -156,6 +158,23 @@ struct Opts {
     #[arg(long, value_name = "GROUP")]
     hint_group: Option<String>,
 
+    /// Give hints to programs that publish none, by executable, thread or
+    /// process name, cgroup, user or group: one rule per line, such as
+    /// `comm=stress-ng* class=background` or `user=builder exe=/usr/bin/*
+    /// class=batch priority=5`; the first matching rule applies. A thread's
+    /// own hint beats a rule, a rule beats an inherited class. SIGHUP reloads
+    /// the file (a bad file then keeps the rules loaded before). See
+    /// docs/operators.md, "Rules".
+    #[arg(long, value_name = "FILE")]
+    rules: Option<PathBuf>,
+
+    /// How often the rules are matched against all threads, in
+    /// milliseconds (also right after a reload). A thread that starts or
+    /// changes its name between two scans gets its rule at the next one.
+    #[arg(long, default_value_t = 1000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(10..))]
+    rules_interval_ms: u64,
+
     /// Length of the debug dump written when the scheduler exits with an
     /// error; 0 means the kernel's default.
     #[arg(long, default_value_t = 0, value_name = "BYTES")]
@@ -245,6 +264,8 @@ struct Scheduler<'a> {
     skel: BpfSkel<'a>,
     struct_ops: Option<libbpf_rs::Link>,
     stats_server: StatsServer<(), Snapshot>,
+    _view_pin: view::ViewPin,
+    rules: Option<rules::Rules>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -260,6 +281,11 @@ impl<'a> Scheduler<'a> {
             .transpose()?;
 
         info!("{SCHEDULER_NAME} {}", build_id());
+        let rules = opts
+            .rules
+            .as_deref()
+            .map(|path| rules::Rules::new(path, Duration::from_millis(opts.rules_interval_ms)))
+            .transpose()?;
 
         let mut skel_builder = BpfSkelBuilder::default();
         skel_builder.obj_builder.debug(opts.verbose);
@@ -383,6 +409,7 @@ impl<'a> Scheduler<'a> {
             }
         };
         pin::finish(&plan, guarded)?;
+        let view_pin = view::pin(&skel.maps.task_views, plan.dir())?;
 
         let struct_ops = Some(scx_ops_attach!(skel, hinted_ops)?);
         let stats_server = StatsServer::new(stats::server_data()).launch()?;
@@ -392,6 +419,8 @@ impl<'a> Scheduler<'a> {
             skel,
             struct_ops,
             stats_server,
+            _view_pin: view_pin,
+            rules,
         })
     }
 
@@ -430,10 +459,19 @@ impl<'a> Scheduler<'a> {
     fn run(&mut self, shutdown: Arc<AtomicBool>) -> Result<UserExitInfo> {
         let (res_ch, req_ch) = self.stats_server.channels();
         while !shutdown.load(Ordering::Relaxed) && !self.exited() {
-            match req_ch.recv_timeout(Duration::from_millis(250)) {
+            let wait = self
+                .rules
+                .as_ref()
+                .map_or(Duration::MAX, |r| r.due_in())
+                .min(Duration::from_millis(250));
+            match req_ch.recv_timeout(wait) {
                 Ok(()) => res_ch.send(self.snapshot())?,
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(e) => Err(e)?,
+            }
+            if let Some(rules) = self.rules.as_mut() {
+                let gen = &mut self.skel.maps.bss_data.as_mut().unwrap().rules_gen as *mut u64;
+                rules.tick(&self.skel.maps.rule_hints, gen);
             }
         }
         // Dropping the link detaches the scheduler.
@@ -482,6 +520,9 @@ fn main() -> Result<()> {
     let flag = shutdown.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
         .context("installing the Ctrl-C handler")?;
+    if opts.rules.is_some() {
+        rules::reload_on_sighup()?;
+    }
 
     if let Some(intv) = opts.monitor.or(opts.stats) {
         let flag = shutdown.clone();

@@ -25,7 +25,7 @@ mod meta;
 mod shared;
 // Outside Linux there is no BPF: the same calls, always failing (no map).
 #[cfg_attr(not(target_os = "linux"), path = "sys_other.rs")]
-mod sys;
+pub(crate) mod sys;
 mod thread;
 mod words;
 
@@ -303,6 +303,21 @@ impl<T: Pod> StaticKey<T> {
     #[inline(always)]
     pub fn get(&self) -> Option<T> {
         self.key().ok()?.get()
+    }
+
+    /// Loads this thread's value if the thread has its block; otherwise
+    /// returns `absent()` without allocating (and so registering) one.
+    #[inline(always)]
+    pub(crate) fn get_existing(&self, absent: impl FnOnce() -> Option<T>) -> Option<T> {
+        let k = self.key().ok()?;
+        thread::with_existing_ptr(
+            k.offset(),
+            abi::round_up(size_of::<T>()),
+            // SAFETY: as in Key::get().
+            |p| Some(unsafe { words::load(p) }),
+            absent,
+        )
+        .flatten()
     }
 }
 

@@ -9,6 +9,7 @@ const BPF_MAP_LOOKUP_ELEM: libc::c_int = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_int = 3;
 const BPF_OBJ_GET: libc::c_int = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_int = 15;
 const BPF_ANY: u64 = 0;
 /// `BPF_F_RDONLY`: open a pinned map for lookups only.
 const BPF_F_RDONLY: u32 = 1 << 3;
@@ -82,6 +83,12 @@ pub fn obj_get_read_only(path: &str) -> io::Result<OwnedFd> {
 
 /// `BPF_MAP_LOOKUP_ELEM` with a pidfd key: whether the entry exists.
 pub fn map_contains<V: Default>(map: RawFd, pidfd: &OwnedFd) -> io::Result<bool> {
+    map_lookup::<V>(map, pidfd).map(|v| v.is_some())
+}
+
+/// `BPF_MAP_LOOKUP_ELEM` with a pidfd key: the entry, if there is one. The
+/// map's value size must be `size_of::<V>()` (see [`map_value_size`]).
+pub fn map_lookup<V: Default>(map: RawFd, pidfd: &OwnedFd) -> io::Result<Option<V>> {
     let key: i32 = pidfd.as_raw_fd();
     let mut value = V::default();
     let mut attr = MapElemAttr {
@@ -91,10 +98,41 @@ pub fn map_contains<V: Default>(map: RawFd, pidfd: &OwnedFd) -> io::Result<bool>
         ..Default::default()
     };
     match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
-        Ok(_) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Ok(_) => Ok(Some(value)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// The part of `union bpf_attr` used by `BPF_OBJ_GET_INFO_BY_FD`.
+#[repr(C)]
+#[derive(Default)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The start of `struct bpf_map_info`.
+#[repr(C)]
+#[derive(Default)]
+struct MapInfoHead {
+    map_type: u32,
+    id: u32,
+    key_size: u32,
+    value_size: u32,
+}
+
+/// The value size of a map, to check a reader's layout before a lookup.
+pub fn map_value_size(map: RawFd) -> io::Result<u32> {
+    let mut info = MapInfoHead::default();
+    let mut attr = InfoAttr {
+        bpf_fd: map as u32,
+        info_len: std::mem::size_of::<MapInfoHead>() as u32,
+        info: &mut info as *mut MapInfoHead as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    Ok(info.value_size)
 }
 
 /// A pidfd naming thread `tid` of any process.

@@ -26,6 +26,14 @@ pub fn map_contains<V: Default>(_map: RawFd, _pidfd: &OwnedFd) -> io::Result<boo
     unsupported()
 }
 
+pub fn map_lookup<V: Default>(_map: RawFd, _pidfd: &OwnedFd) -> io::Result<Option<V>> {
+    unsupported()
+}
+
+pub fn map_value_size(_map: RawFd) -> io::Result<u32> {
+    unsupported()
+}
+
 pub fn map_update<V>(_map: RawFd, _pidfd: &OwnedFd, _value: &V) -> io::Result<()> {
     unsupported()
 }

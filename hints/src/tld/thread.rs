@@ -503,6 +503,27 @@ pub fn release() {
     let _ = BLOCK.try_with(|b| b.release());
 }
 
+/// As [`with_ptr`], but a thread that has no block yet gets `absent()`
+/// instead of one: for reads that must not register the thread.
+#[inline(always)]
+pub fn with_existing_ptr<R>(
+    offset: usize,
+    size: usize,
+    f: impl FnOnce(*mut u8) -> R,
+    absent: impl FnOnce() -> R,
+) -> Option<R> {
+    BLOCK
+        .try_with(|b| {
+            if b.base.get().is_null() {
+                Some(absent())
+            } else {
+                b.ptr(offset, size).map(f)
+            }
+        })
+        .ok()
+        .flatten()
+}
+
 /// Runs `f` with a pointer to this thread's `size` bytes at `offset`; does
 /// nothing (returns None) during thread teardown or without memory.
 #[inline(always)]

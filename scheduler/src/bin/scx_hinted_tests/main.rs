@@ -20,6 +20,7 @@ mod harness;
 mod launcher;
 mod policy_tests;
 mod restart_tests;
+mod rules_tests;
 mod scale_tests;
 mod security_tests;
 mod soak;

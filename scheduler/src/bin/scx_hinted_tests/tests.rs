@@ -34,6 +34,7 @@ pub const TESTS: &[(&str, TestFn)] = &[
     ("latency", latency),
     ("exec", exec),
     ("launcher", crate::launcher::launcher),
+    ("rules", crate::rules_tests::rules),
     ("hint_backfire", policy_tests::hint_backfire),
     ("switch_stall", policy_tests::switch_stall),
     ("bg_newcomers", policy_tests::bg_newcomers),
