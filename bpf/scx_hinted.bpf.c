@@ -527,6 +527,15 @@ static __always_inline void refresh_hints(struct task_struct *p, struct task_ctx
 		}
 	} else if (ret == -ENOENT) {
 		set_registered(tctx, s, false);
+	} else if (ret == -EAGAIN) {
+		/* Throttled (the page changed again too soon to search it):
+		 * nothing is known now, so the hints last read still hold;
+		 * dropping them would schedule the thread as unhinted, and an
+		 * exec just then would hand that down as its inherited class. */
+		in.have_own_class = tctx->in.have_own_class;
+		in.own_class = tctx->in.own_class;
+		in.have_own_prio = tctx->in.have_own_prio;
+		in.own_prio = tctx->in.own_prio;
 	}
 #else
 	/* Benchmark build (BPF_EXTRA_CFLAGS_POST_INCL=-DSCX_HINTED_NO_HINT_READS):
