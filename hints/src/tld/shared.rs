@@ -103,6 +103,10 @@ enum Alone {
     /// No address, or a system call failed (its errno).
     Unsupported(&'static str, i32),
     /// Not a 64-bit Linux address space: nothing to share.
+    #[cfg_attr(
+        all(target_os = "linux", target_pointer_width = "64"),
+        allow(dead_code)
+    )]
     Platform,
 }
 
