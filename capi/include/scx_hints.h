@@ -68,6 +68,11 @@ int scx_hints_restore(struct scx_hints_saved saved);
  * readable by a BPF program through the TLD reader (docs/tld-abi.md). Create
  * keys early (before threads use hints) so that they size every block; keys
  * created later share a small budget (at least 64 bytes per thread).
+ * Names and the budget are shared by every user of task local data in the
+ * process: a library loaded late (dlopen) must fit its keys into what is
+ * left of the budget, and a name another user created with another size
+ * fails with -EEXIST (the built-in hint keys keep their names and sizes
+ * across versions).
  */
 typedef struct scx_hints_key {
 	uint16_t offset; /* of the value in a thread's block */

@@ -109,7 +109,10 @@ pub fn page() -> Result<&'static MetaPage, KeyError> {
 
 /// Replaces the process's metadata page with a new, empty one of this
 /// copy's own (the old one is leaked, the hub left to other copies) and
-/// makes every thread register again. Only for a test
+/// makes every thread register again. This copy stops sharing blocks
+/// through the hub (shared.rs shares only while the published page is the
+/// hub); the hub's key stays known so that records made before are
+/// still released properly. Only for a test
 /// process that owns all keys: keys of the old page are not carried over.
 pub fn replace_page_for_test() -> Result<&'static MetaPage, KeyError> {
     let old = META.load(Ordering::Acquire);

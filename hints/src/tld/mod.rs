@@ -425,6 +425,12 @@ pub mod testing {
         super::shared::sharing()
     }
 
+    /// The pthread key of the shared thread records, if this copy shares
+    /// the process's TLD state.
+    pub fn shared_thread_key() -> Option<u32> {
+        super::shared::thread_key()
+    }
+
     /// Forgets the process's TLD state in this copy of the crate, so that
     /// its next use finds or creates it again, and returns the metadata
     /// page's address. Only for a forked child whose one thread never
@@ -438,8 +444,13 @@ pub mod testing {
 
     /// Unmaps the shared state at `addr` (what [`forget_process_state`]
     /// returned) once every copy forgot it.
-    pub fn unmap_process_state(addr: usize) {
-        // SAFETY: the caller promises that no copy uses it any more.
+    ///
+    /// # Safety
+    /// No copy of the crate (nor any other TLD user) in the process may
+    /// use the state any more: every one forgot it, and no thread has a
+    /// block or a key of it.
+    pub unsafe fn unmap_process_state(addr: usize) {
+        // SAFETY: the caller promises that nothing uses it any more.
         unsafe { libc::munmap(addr as *mut libc::c_void, super::shared::HUB_SIZE) };
     }
 

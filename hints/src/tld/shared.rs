@@ -9,8 +9,9 @@
 //! `MAP_FIXED_NOREPLACE`, which the kernel grants to one caller only; the
 //! hub's contents come from a memfd written beforehand, so the mapping is
 //! complete the moment it exists. A copy that finds the address taken reads
-//! what is there without trusting it (`process_vm_readv` cannot fault) and
-//! joins the hub if its magic and version are the ones it knows. The hub is
+//! what is there without trusting it (through a pipe: the kernel fails
+//! with `EFAULT` instead of faulting) and joins the hub if its magic and
+//! version are the ones it knows. The hub is
 //! the metadata page followed by a header naming a pthread key: every copy
 //! uses libc's one slot per thread under that key to find the thread's
 //! block (a record counting the copies that use it; the last one frees it).
@@ -27,10 +28,10 @@
 )]
 
 use super::abi::{self, MetaPage};
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 use super::sys;
 use std::mem::size_of;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 /// Marks a hub header: `"TLDSHARE"` read as a little-endian u64.
 pub const HUB_MAGIC: u64 = u64::from_le_bytes(*b"TLDSHARE");
@@ -89,6 +90,8 @@ pub const RECORD_KEEP: u32 = 1;
 /// `NO_KEY` with a state of its own.
 static THREAD_KEY: AtomicU32 = AtomicU32::new(NO_KEY);
 const NO_KEY: u32 = u32::MAX;
+/// The hub's address `THREAD_KEY` belongs to (0: none); see [`key`].
+static HUB_META: AtomicUsize = AtomicUsize::new(0);
 
 /// Why this copy keeps a state of its own.
 #[derive(Debug)]
@@ -99,6 +102,12 @@ enum Alone {
     Taken,
     /// No address, or a system call failed (its errno).
     Unsupported(&'static str, i32),
+    /// Not a 64-bit Linux address space: nothing to share.
+    #[cfg_attr(
+        all(target_os = "linux", target_pointer_width = "64"),
+        allow(dead_code)
+    )]
+    Platform,
 }
 
 /// Set once a reason to keep a state of its own was logged at warn level.
@@ -110,7 +119,10 @@ static WARNED: AtomicBool = AtomicBool::new(false);
 pub fn meta_page() -> Result<(*mut MetaPage, bool), super::KeyError> {
     match hub() {
         Ok((meta, key)) => {
+            // Both before the page is published; used only if the page
+            // that wins publication in this copy is this hub (see key()).
             THREAD_KEY.store(key, Ordering::Release);
+            HUB_META.store(meta as usize, Ordering::Release);
             Ok((meta, true))
         }
         Err(why) => {
@@ -128,8 +140,11 @@ pub fn meta_page() -> Result<(*mut MetaPage, bool), super::KeyError> {
                      process keep their own",
                     std::io::Error::from_raw_os_error(e)
                 ),
+                Alone::Platform => "no TLD state sharing on this platform".into(),
             };
-            if matches!(why, Alone::OtherVersion(_)) && !WARNED.swap(true, Ordering::Relaxed) {
+            // Said once, loudly: the process's hints may not all reach the
+            // scheduler. Not on platforms where nothing is shared anyway.
+            if !matches!(why, Alone::Platform) && !WARNED.swap(true, Ordering::Relaxed) {
                 log::warn!("scx_hints: {msg}");
             } else {
                 log::debug!("scx_hints: {msg}");
@@ -178,73 +193,64 @@ pub fn address() -> Option<u64> {
 
 #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
 fn hub() -> Result<(*mut MetaPage, u32), Alone> {
-    Err(Alone::Unsupported(
-        "a 64-bit Linux address space",
-        libc::ENOSYS,
-    ))
+    Err(Alone::Platform)
 }
 
-/// Joins the hub, or creates it.
+/// Creates the hub, or joins it. Creating first: `MAP_FIXED_NOREPLACE`
+/// tells whether anything is at the address without touching it.
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 fn hub() -> Result<(*mut MetaPage, u32), Alone> {
     let addr = address().ok_or(Alone::Unsupported("AT_RANDOM", libc::ENOENT))? as usize;
-    let found = match existing(addr)? {
-        Some(found) => found,
-        None => {
-            let key =
-                thread_key_create().map_err(|e| Alone::Unsupported("pthread_key_create", e))?;
-            match create(addr, key) {
-                Ok(Some(meta)) => (meta, key),
-                // Another copy (or thread) mapped it first: join that one.
-                Ok(None) => {
-                    thread_key_delete(key);
-                    existing(addr)?.ok_or(Alone::Taken)?
-                }
-                Err(e) => {
-                    thread_key_delete(key);
-                    return Err(e);
-                }
-            }
-        }
+    let found = match create(addr) {
+        Ok(Some(created)) => created,
+        // Something is there: a hub made by another copy (or thread), or not.
+        Ok(None) => existing(addr)?.ok_or(Alone::Taken)?,
+        // Creating failed (no memfd, say): joining may not need it.
+        Err(e) => match existing(addr) {
+            Ok(Some(joined)) => joined,
+            Ok(None) => return Err(e),
+            Err(other) => return Err(other),
+        },
     };
-    make_private_copies(addr);
+    make_private_copy(addr);
     Ok(found)
 }
 
-/// Writes once to both pages of the hub. A private file mapping is copied
-/// on its first write; the kernel must pin (at registration) the copy the
-/// process keeps using, not the memfd's page. Every copy does this before
-/// its first registration, whoever created the hub.
+/// Writes once to the metadata page of the hub: a private file mapping is
+/// copied on its first write, and the process must keep using the page
+/// the kernel pins at registration (it pins for writing, which makes the
+/// copy itself; this makes it explicit). Every copy does this before its
+/// first registration, whoever created the hub. The header page is never
+/// registered, so it stays as created: never written, read without races.
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
-fn make_private_copies(addr: usize) {
-    // SAFETY: both pages are mapped read-write for the life of the
-    // process; aligned atomic adds of 0 change no value.
+fn make_private_copy(addr: usize) {
+    // SAFETY: the page is mapped read-write for the life of the process;
+    // an aligned atomic add of 0 changes no value.
     unsafe {
         (*(addr as *const MetaPage))
             .state
             .fetch_add(0, Ordering::AcqRel);
-        let k = std::ptr::addr_of_mut!((*header_of(addr)).thread_key);
-        AtomicU32::from_ptr(k).fetch_add(0, Ordering::AcqRel);
     }
 }
 
-/// What is mapped at `addr`: a hub of this version (joined), nothing, or
-/// something else.
+/// What is mapped at `addr`: a hub of this version (joined), nothing
+/// readable, or something else.
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 fn existing(addr: usize) -> Result<Option<(*mut MetaPage, u32)>, Alone> {
     let mut h = HubHeader::default();
     match sys::read_own_memory(header_of(addr) as usize, &mut h) {
         Ok(()) => {}
-        // Nothing mapped there.
+        // Nothing (readable) mapped there.
         Err(libc::EFAULT) => return Ok(None),
-        // Refused (a seccomp filter, say): ask /proc what is there.
+        // No pipe (out of fds, say): ask /proc what is there.
         Err(e) => {
             let maps = std::fs::read_to_string("/proc/self/maps")
-                .map_err(|_| Alone::Unsupported("process_vm_readv", e))?;
+                .map_err(|_| Alone::Unsupported("reading the TLD rendezvous", e))?;
             match mapping_at(&maps, addr) {
                 Mapped::Nothing => return Ok(None),
                 Mapped::Other => return Err(Alone::Taken),
-                // SAFETY: our memfd's mapping, readable, at least HUB_SIZE.
+                // SAFETY: our memfd's mapping, readable, at least HUB_SIZE;
+                // the header is never written after the hub is mapped.
                 Mapped::Hub => h = unsafe { header_of(addr).read() },
             }
         }
@@ -299,9 +305,11 @@ fn mapping_at(maps: &str, addr: usize) -> Mapped {
     Mapped::Nothing
 }
 
-/// Maps a new hub at `addr`; `Ok(None)` if something is there already.
+/// Maps a new hub at `addr` with a new thread key; `Ok(None)` if
+/// something is there already.
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
-fn create(addr: usize, key: u32) -> Result<Option<*mut MetaPage>, Alone> {
+fn create(addr: usize) -> Result<Option<(*mut MetaPage, u32)>, Alone> {
+    let key = thread_key_create().map_err(|e| Alone::Unsupported("pthread_key_create", e))?;
     let mut image = vec![0u8; HUB_SIZE];
     let meta = image.as_mut_ptr() as *mut MetaPage;
     // SAFETY: image is HUB_SIZE zeroed bytes; writes of plain fields at
@@ -320,11 +328,16 @@ fn create(addr: usize, key: u32) -> Result<Option<*mut MetaPage>, Alone> {
         });
     }
     match sys::map_image_at(addr, &image, HUB_MEMFD_NAME) {
-        Ok(true) => {}
-        Ok(false) => return Ok(None),
-        Err(e) => return Err(Alone::Unsupported("mapping the hub", e)),
+        Ok(true) => Ok(Some((addr as *mut MetaPage, key))),
+        Ok(false) => {
+            thread_key_delete(key);
+            Ok(None)
+        }
+        Err(e) => {
+            thread_key_delete(key);
+            Err(Alone::Unsupported("mapping the hub", e))
+        }
     }
-    Ok(Some(addr as *mut MetaPage))
 }
 
 /// A new pthread key without destructor (each copy releases the thread's
@@ -355,36 +368,47 @@ fn thread_key_set(key: u32, value: *mut libc::c_void) -> bool {
     unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, value) == 0 }
 }
 
-/// The thread's block made by another copy (or by this one before a
-/// release), now used by this copy too.
-pub fn adopt_block() -> Option<*mut u8> {
+/// The hub's thread key, if this copy's published metadata page is the
+/// hub. `THREAD_KEY` alone is not enough: it is stored before the page is
+/// published, and another thread of this copy may have published a page
+/// of its own first (its hub lookup failed, say): blocks shared through
+/// the hub would then carry this copy's keys at offsets of another page.
+fn key() -> Option<u32> {
     let key = THREAD_KEY.load(Ordering::Acquire);
     if key == NO_KEY {
         return None;
     }
-    let rec = thread_key_get(key) as *mut ThreadRecord;
+    let meta = super::meta::existing_page()? as *const MetaPage as usize;
+    (meta == HUB_META.load(Ordering::Acquire)).then_some(key)
+}
+
+/// The thread's block made by another copy (or by this one before a
+/// release), now used by this copy too, with its record: this copy's
+/// thread state keeps the record and releases through it.
+pub fn adopt_block() -> Option<(*mut u8, *mut ThreadRecord)> {
+    let rec = thread_key_get(key()?) as *mut ThreadRecord;
     if rec.is_null() {
         return None;
     }
     // SAFETY: a record is only ever touched by its own thread (this one).
     unsafe {
         (*rec).users += 1;
-        Some((*rec).block as usize as *mut u8)
+        Some(((*rec).block as usize as *mut u8, rec))
     }
 }
 
 /// Makes `block`, just allocated by this copy, the thread's block for
-/// every copy. False if the record cannot be allocated: the block is then
-/// this copy's alone.
-pub fn publish_block(block: *mut u8) -> bool {
-    let key = THREAD_KEY.load(Ordering::Acquire);
-    if key == NO_KEY {
-        return true;
-    }
+/// every copy, and returns its record (for this copy's thread state to
+/// keep). Null if this copy does not share or the record cannot be made:
+/// the block is then this copy's alone.
+pub fn publish_block(block: *mut u8) -> *mut ThreadRecord {
+    let Some(key) = key() else {
+        return std::ptr::null_mut();
+    };
     // SAFETY: malloc of a plain struct; checked below.
     let rec = unsafe { libc::malloc(size_of::<ThreadRecord>()) } as *mut ThreadRecord;
     if rec.is_null() {
-        return false;
+        return rec;
     }
     // SAFETY: fresh memory of the right size.
     unsafe {
@@ -397,26 +421,30 @@ pub fn publish_block(block: *mut u8) -> bool {
     if !thread_key_set(key, rec as *mut libc::c_void) {
         // SAFETY: ours, never published.
         unsafe { libc::free(rec as *mut libc::c_void) };
-        return false;
+        return std::ptr::null_mut();
     }
-    true
+    rec
 }
 
-/// This copy no longer uses `block` (it deleted its map entry, or marks it
-/// `keep` if it could not). True if the caller must free the block: it was
-/// its last user and no copy asked to keep it.
-pub fn release_block(block: *mut u8, keep: bool) -> bool {
-    let key = THREAD_KEY.load(Ordering::Acquire);
-    if key == NO_KEY {
+/// This copy no longer uses `block`, reached through `rec` (what
+/// [`adopt_block`] or [`publish_block`] returned; null: the block is this
+/// copy's alone). `keep`: it could not delete its map entry. True if the
+/// caller must free the block: it was its last user and no copy asked to
+/// keep it.
+///
+/// The key is not read to find the record: at thread exit libc may have
+/// cleared its value already (musl clears every value before running
+/// later destructors; a writer cleaning up from its own key's destructor
+/// runs after that on glibc too). Every copy would then take the block
+/// for its own and free it.
+pub fn release_block(block: *mut u8, rec: *mut ThreadRecord, keep: bool) -> bool {
+    if rec.is_null() {
         return !keep;
     }
-    let rec = thread_key_get(key) as *mut ThreadRecord;
-    // SAFETY: our thread's record, touched by this thread only.
+    // SAFETY: our thread's record, touched by this thread only, alive
+    // while it has users (this copy is one).
     unsafe {
-        if rec.is_null() || (*rec).block != block as usize as u64 {
-            // The block was this copy's alone (its record could not be made).
-            return !keep;
-        }
+        debug_assert_eq!((*rec).block, block as usize as u64);
         if keep {
             (*rec).flags |= RECORD_KEEP;
         }
@@ -425,7 +453,12 @@ pub fn release_block(block: *mut u8, keep: bool) -> bool {
             return false;
         }
         let free = (*rec).flags & RECORD_KEEP == 0;
-        thread_key_set(key, std::ptr::null_mut());
+        // Only if it still names this record: it may be cleared already,
+        // or name a newer block (made after a clear).
+        let key = THREAD_KEY.load(Ordering::Acquire);
+        if key != NO_KEY && thread_key_get(key) == rec as *mut libc::c_void {
+            thread_key_set(key, std::ptr::null_mut());
+        }
         libc::free(rec as *mut libc::c_void);
         free
     }
@@ -433,7 +466,13 @@ pub fn release_block(block: *mut u8, keep: bool) -> bool {
 
 /// Whether this copy shares the process's hub.
 pub fn sharing() -> bool {
-    THREAD_KEY.load(Ordering::Acquire) != NO_KEY
+    key().is_some()
+}
+
+/// The hub's thread key, if this copy shares the hub (tests clear its
+/// value to play a libc that did so before the thread's cleanup).
+pub fn thread_key() -> Option<u32> {
+    key()
 }
 
 /// Test only: forgets the hub in this copy, so that the next use looks
@@ -441,6 +480,7 @@ pub fn sharing() -> bool {
 /// block or a key.
 pub fn forget_for_test() {
     THREAD_KEY.store(NO_KEY, Ordering::Release);
+    HUB_META.store(0, Ordering::Release);
 }
 
 #[cfg(test)]
@@ -504,6 +544,22 @@ mod tests {
         let addr = address().unwrap() as usize;
         assert_eq!(mapping_at(&maps, addr), Mapped::Hub, "{maps}");
         assert_eq!(mapping_at(&maps, addr + HUB_SIZE), Mapped::Nothing);
+    }
+
+    /// The hub is looked at without faulting and without
+    /// process_vm_readv: what is mapped reads back, what is not is EFAULT.
+    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+    #[test]
+    fn memory_is_read_without_faulting() {
+        let value: u64 = 0x0123_4567_89ab_cdef;
+        let mut out = 0u64;
+        sys::read_own_memory(&value as *const u64 as usize, &mut out).unwrap();
+        assert_eq!(out, value);
+        // Page 0 is never mapped (vm.mmap_min_addr).
+        assert_eq!(sys::read_own_memory(8, &mut out), Err(libc::EFAULT));
+        let mut h = HubHeader::default();
+        sys::read_own_memory(address().unwrap() as usize + abi::PAGE_SIZE, &mut h).unwrap();
+        assert_eq!((h.magic, h.version), (HUB_MAGIC, HUB_VERSION));
     }
 
     #[test]

@@ -217,27 +217,52 @@ pub fn random_u32() -> u32 {
 
 /// Copies `size_of::<T>()` bytes at `addr` of this process into `out`
 /// without ever faulting: `EFAULT` if they are not all mapped readable.
+/// Through a pipe (the kernel copies from `addr` and fails instead of
+/// faulting): plain system calls that no seccomp profile refuses, unlike
+/// `process_vm_readv`. `T` must fit in a pipe's buffer (4096 bytes).
 pub fn read_own_memory<T>(addr: usize, out: &mut T) -> Result<(), i32> {
-    let local = libc::iovec {
-        iov_base: out as *mut T as *mut libc::c_void,
-        iov_len: std::mem::size_of::<T>(),
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: std::mem::size_of::<T>(),
-    };
-    // SAFETY: the kernel checks the remote range; local is our own `out`.
-    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error()
+    let errno = || {
+        io::Error::last_os_error()
             .raw_os_error()
-            .unwrap_or(libc::EIO));
+            .unwrap_or(libc::EIO)
+    };
+    let len = std::mem::size_of::<T>();
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid out-array of two.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(errno());
     }
-    if n as usize != std::mem::size_of::<T>() {
+    // SAFETY: new fds that we own.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let n = loop {
+        // SAFETY: the kernel checks the source range (EFAULT if unmapped).
+        let n = unsafe { libc::write(w.as_raw_fd(), addr as *const libc::c_void, len) };
+        if n >= 0 || errno() != libc::EINTR {
+            break n;
+        }
+    };
+    if n < 0 {
+        return Err(errno());
+    }
+    if n as usize != len {
         return Err(libc::EFAULT);
+    }
+    let n = loop {
+        // SAFETY: reads at most len bytes into our own `out`.
+        let n = unsafe { libc::read(r.as_raw_fd(), out as *mut T as *mut libc::c_void, len) };
+        if n >= 0 || errno() != libc::EINTR {
+            break n;
+        }
+    };
+    if n as usize != len {
+        return Err(if n < 0 { errno() } else { libc::EIO });
     }
     Ok(())
 }
+
+/// `MFD_NOEXEC_SEAL` (Linux 6.3): with `vm.memfd_noexec=2` the kernel
+/// refuses memfds without it; older kernels refuse it with `EINVAL`.
+const MFD_NOEXEC_SEAL: libc::c_uint = 0x0008;
 
 /// Maps a private copy of `image` at exactly `addr`, complete from the
 /// first instant (it is written to a memfd named `name` first). Ok(false)
@@ -250,7 +275,11 @@ pub fn map_image_at(addr: usize, image: &[u8], name: &str) -> Result<bool, i32> 
     };
     let c = CString::new(name).map_err(|_| libc::EINVAL)?;
     // SAFETY: a valid name; the fd is owned below.
-    let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC) };
+    let mut fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC | MFD_NOEXEC_SEAL) };
+    if fd < 0 && errno() == libc::EINVAL {
+        // SAFETY: as above.
+        fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC) };
+    }
     if fd < 0 {
         return Err(errno());
     }
@@ -272,6 +301,10 @@ pub fn map_image_at(addr: usize, image: &[u8], name: &str) -> Result<bool, i32> 
                 continue;
             }
             return Err(e);
+        }
+        if n == 0 {
+            // No progress (a full file system, say): never loop forever.
+            return Err(libc::EIO);
         }
         done += n as usize;
     }

@@ -333,6 +333,10 @@ pub struct ThreadBlock {
     epoch: Cell<u32>,
     /// This thread's registry entry (null without a block).
     entry: Cell<*mut Entry>,
+    /// The block's record shared with the process's other TLD users
+    /// (null: the block is this copy's alone). Kept here, not looked up
+    /// at exit: see shared::release_block.
+    record: Cell<*mut shared::ThreadRecord>,
 }
 
 thread_local! {
@@ -342,6 +346,7 @@ thread_local! {
             end: Cell::new(0),
             epoch: Cell::new(0),
             entry: Cell::new(ptr::null_mut()),
+            record: Cell::new(ptr::null_mut()),
         }
     };
 }
@@ -375,8 +380,8 @@ impl ThreadBlock {
         let Ok(capacity) = meta::freeze_capacity() else {
             return false;
         };
-        let p = match shared::adopt_block() {
-            Some(p) => p,
+        let (p, record) = match shared::adopt_block() {
+            Some(found) => found,
             None => {
                 let size = abi::DATA_HDR_SIZE + capacity as usize;
                 let mut p: *mut libc::c_void = ptr::null_mut();
@@ -390,8 +395,7 @@ impl ThreadBlock {
                     (*(p as *mut DataHdr)).capacity = capacity;
                 }
                 // Without a record the block stays this copy's alone.
-                shared::publish_block(p as *mut u8);
-                p as *mut u8
+                (p as *mut u8, shared::publish_block(p as *mut u8))
             }
         };
         // SAFETY: the block starts with its header; its capacity is the
@@ -409,6 +413,7 @@ impl ThreadBlock {
         }));
         with_registry(|entries| entries.push(entry));
         self.entry.set(entry);
+        self.record.set(record);
         self.base.set(p);
         self.end.set(size);
         true
@@ -474,7 +479,8 @@ impl ThreadBlock {
         }
         // Other TLD users of the process may still use the block: the last
         // one frees it.
-        if shared::release_block(base, stuck) {
+        let record = self.record.replace(ptr::null_mut());
+        if shared::release_block(base, record, stuck) {
             // SAFETY: allocated by posix_memalign (here or by another TLD
             // user of the process, from the same libc), registered nowhere,
             // used by nobody.

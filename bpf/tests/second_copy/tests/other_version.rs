@@ -26,7 +26,8 @@ impl log::Log for Capture {
 fn refuse_in_child() -> Result<(), String> {
     let old = first::tld::testing::forget_process_state().ok_or("no state")?;
     scx_hints_second_copy::tld::testing::forget_process_state();
-    first::tld::testing::unmap_process_state(old);
+    // SAFETY: both copies forgot the state and this thread has no block.
+    unsafe { first::tld::testing::unmap_process_state(old) };
     let addr = first::tld::testing::process_state_address().ok_or("no address")?;
     // SAFETY: an anonymous mapping at the (now free) rendezvous address.
     let p = unsafe {

@@ -6,8 +6,13 @@ use scx_hints as first;
 use scx_hints_second_copy as second;
 
 /// No map: these tests need no root and must not find a scheduler's.
+/// Set once, before any test of this binary reads the environment (the
+/// tests run on parallel threads).
 fn no_map_here() {
-    std::env::set_var(first::tld::abi::MAP_PIN_ENV, "/nonexistent/scx_hints/tld");
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::env::set_var(first::tld::abi::MAP_PIN_ENV, "/nonexistent/scx_hints/tld")
+    });
 }
 
 #[test]
@@ -83,6 +88,59 @@ fn a_block_outlives_one_copy_s_release() {
         second::tld::testing::release_thread();
         assert_eq!(b.get(), Some(0), "a block outlived its last user");
         assert_eq!(a.get(), Some(0));
+        assert_eq!(b.get(), Some(0));
+        assert_eq!(
+            first::tld::testing::block_address(),
+            second::tld::testing::block_address()
+        );
+    })
+    .join()
+    .unwrap();
+}
+
+/// The hub's pthread key, read from the hub header (offset 16 of its
+/// second page, docs/tld-abi.md).
+fn hub_thread_key() -> libc::pthread_key_t {
+    let hub = first::tld::testing::process_state_address().expect("a hub address");
+    assert!(first::tld::testing::shares_process_state());
+    // SAFETY: the hub is mapped for the life of the process.
+    unsafe { ((hub + 4096 + 16) as *const u32).read() as libc::pthread_key_t }
+}
+
+/// libc may clear the hub key's value before the copies' thread-exit code
+/// runs (musl clears every value before later destructors; a writer
+/// cleaning up from its own key's destructor sees it on glibc). Each copy
+/// must still release the block through the record it keeps: found by the
+/// key, a null record made every copy free the block (a double free that
+/// glibc aborts on).
+#[test]
+fn a_thread_whose_key_value_was_cleared_exits_cleanly() {
+    no_map_here();
+    let a = first::tld::get_or_create_key::<u64>("two_copies.cleared_first").unwrap();
+    let b = second::tld::get_or_create_key::<u64>("two_copies.cleared_second").unwrap();
+    let key = hub_thread_key();
+    for _ in 0..20 {
+        std::thread::spawn(move || {
+            a.set(1);
+            b.set(2);
+            assert_eq!(
+                first::tld::testing::block_address(),
+                second::tld::testing::block_address()
+            );
+            // SAFETY: the hub's key, alive for the life of the process.
+            assert_eq!(
+                unsafe { libc::pthread_setspecific(key, std::ptr::null()) },
+                0
+            );
+            // The copies' thread-local state is torn down at the real thread exit.
+        })
+        .join()
+        .unwrap();
+    }
+    // Still sound after: a new thread gets a fresh shared block.
+    std::thread::spawn(move || {
+        assert_eq!(a.get(), Some(0));
+        assert_eq!(b.get(), Some(0));
         assert_eq!(
             first::tld::testing::block_address(),
             second::tld::testing::block_address()
