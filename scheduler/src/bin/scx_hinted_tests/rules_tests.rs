@@ -24,13 +24,12 @@ const RULES_INTERVAL_MS: u64 = 200;
 const UID: u32 = 65534;
 /// Another unprivileged user, whose spinner a name rule claims critical for.
 const CLAIM_UID: u32 = 65533;
-/// This program's name as the kernel keeps it (15 bytes).
-const SELF_COMM: &str = "scx_hinted_test";
 
 /// Line 3: a stress-ng hash worker (renamed by stress-ng itself); line 4:
 /// anything of user 65534; line 5: this program's threads named `rules-*`;
-/// line 6: critical and priority -5 by name for user 65533's spinner (a
-/// name anyone can take: clamped).
+/// line 6: critical and priority -5 for user 65533's spinner, by a rule
+/// that also matches on the thread's name (`comm=*`: a staged program's name
+/// is its loader's), which anyone can choose: clamped.
 fn rules_text(hash_class: &str) -> String {
     format!(
         "# scx_hinted_tests: rules\n\
@@ -38,7 +37,7 @@ fn rules_text(hash_class: &str) -> String {
          comm=stress-ng-hash class={hash_class}\n\
          user={UID} class=batch priority=4\n\
          comm=rules-* class=background\n\
-         comm={SELF_COMM} user={CLAIM_UID} class=critical priority=-5\n"
+         comm=* user={CLAIM_UID} class=critical priority=-5\n"
     )
 }
 
