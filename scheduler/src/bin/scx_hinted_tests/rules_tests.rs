@@ -237,7 +237,11 @@ fn wait_log(sched: &Sched, needle: &str) -> Result<String> {
 /// - `latency_class()` in a thread that publishes nothing reports the class
 ///   it inherited, without registering the thread;
 /// - SIGHUP with a changed file moves the worker to batch; SIGHUP with a
-///   bad file is refused with its line and column, and the rules stay.
+///   bad file is refused with its line and column, and the rules stay;
+/// - a name rule's critical class is clamped for an unprivileged process,
+///   a rule is handed down to a new thread, a removed rule falls back to
+///   the inherited class, and SIGHUP does not end a scheduler without
+///   --rules.
 pub fn rules(env: &Env) -> Result<String> {
     let path = env.tmp.join("rules.conf");
     write_rules(&path, &rules_text("interactive"))?;
@@ -492,5 +496,13 @@ pub fn rules(env: &Env) -> Result<String> {
     let summary = result?;
     sched.check()?;
     sched.stop()?;
-    Ok(summary)
+
+    // Without --rules, SIGHUP (systemctl reload) must not end the scheduler.
+    let mut plain = Sched::start(env, &[])?;
+    sighup(&plain);
+    // A round trip through the scheduler's process after the signal.
+    let alive = stats().and_then(|_| plain.check());
+    plain.stop()?;
+    alive.context("scx_hinted without --rules after SIGHUP")?;
+    Ok(format!("{summary}; SIGHUP without --rules ignored"))
 }
