@@ -111,7 +111,8 @@ struct hinted_rule_hint {
 	s32 cls;		/* class, -1 if the rule sets none */
 	s32 prio;		/* priority, if have_prio */
 	u8 have_prio;
-	u8 pad[3];
+	u8 trusted;		/* matches on user/group only: not clamped */
+	u8 pad[2];
 	u32 rule_id;		/* the rule's line in the rules file */
 };
 

@@ -12,12 +12,18 @@
  * once per task per batch of changes.
  *
  * A rule beats an inherited hint but never the thread's own (the
- * application knows its threads better than a pattern does); it is not
- * handed down at fork, since user space matches each task itself. An entry
- * survives exec (the task is the same) until user space matches the new
- * image at its next scan: deleting it here would leave user space believing
- * it is still there.
- * Rules come from root, so they are not clamped like unprivileged claims.
+ * application knows its threads better than a pattern does). What it gives
+ * is handed down at fork and exec like any effective hint, so that the
+ * children of `exe=/usr/bin/make class=batch` are batch from their start;
+ * user space then matches each child itself, and its own rule, if any, beats
+ * the inherited class. An entry survives exec (the task is the same) until
+ * user space matches the new image at its next scan: deleting it here would
+ * leave user space believing it is still there.
+ * A rule is clamped like the thread's own claim (no critical class, no
+ * negative priority for an unprivileged task) unless it matches on user and
+ * group only: a thread name, a cgroup name and an executable path can all be
+ * chosen by any user, so `comm=pipewire class=critical` would otherwise hand
+ * the critical class to whoever names a thread pipewire.
  */
 #ifndef __SCX_HINTED_RULES_BPF_H
 #define __SCX_HINTED_RULES_BPF_H
@@ -43,6 +49,7 @@ static __always_inline void rule_state_init(struct rule_state *rs)
 	rs->gen = 0;
 	rs->hint.cls = -1;
 	rs->hint.have_prio = 0;
+	rs->hint.trusted = 0;
 	rs->hint.rule_id = 0;
 }
 
@@ -57,16 +64,27 @@ static __always_inline bool rule_refresh(struct task_struct *p, struct rule_stat
 
 	if (gen == rs->gen)
 		return false;
+	/*
+	 * The entries user space wrote before bumping rules_gen (with release
+	 * order) must be seen: this load needs acquire order. clang 19 cannot
+	 * emit a BPF load-acquire, and a plain load may pass the entry's loads
+	 * on arm64, leaving the task with an old entry until the next bump. A
+	 * fully ordered atomic (adding 0) gives the order, and costs a locked
+	 * operation only here, once per task per batch, not per decision.
+	 */
+	gen = __sync_fetch_and_add(&rules_gen, 0);
 	rs->gen = gen;
 	h = bpf_task_storage_get(&rule_hints, p, 0, 0);
 	if (h) {
 		cur.cls = h->cls;
 		cur.prio = h->prio;
 		cur.have_prio = h->have_prio;
+		cur.trusted = h->trusted;
 		cur.rule_id = h->rule_id;
 	}
 	if (cur.cls == rs->hint.cls && cur.have_prio == rs->hint.have_prio &&
-	    cur.prio == rs->hint.prio && cur.rule_id == rs->hint.rule_id)
+	    cur.prio == rs->hint.prio && cur.trusted == rs->hint.trusted &&
+	    cur.rule_id == rs->hint.rule_id)
 		return false;
 	rs->hint = cur;
 	return true;
@@ -82,18 +100,6 @@ static __always_inline bool rule_sets_prio(const struct rule_state *rs, bool own
 {
 	return !own_prio && rs->hint.have_prio && rs->hint.prio >= SCX_HINT_PRIO_MIN &&
 	       rs->hint.prio <= SCX_HINT_PRIO_MAX;
-}
-
-/* Applies the rule to the effective class and priority (after clamping). */
-static __always_inline void rule_apply(const struct rule_state *rs, bool own_class, bool own_prio,
-				       s32 *cls, s32 *prio, bool *have_prio)
-{
-	if (rule_sets_class(rs, own_class))
-		*cls = rs->hint.cls;
-	if (rule_sets_prio(rs, own_prio)) {
-		*prio = rs->hint.prio;
-		*have_prio = true;
-	}
 }
 
 #endif /* __SCX_HINTED_RULES_BPF_H */

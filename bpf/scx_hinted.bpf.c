@@ -190,6 +190,7 @@ struct task_ctx {
 	s32 hint_class;			/* CLASS_NONE if no class hint applies */
 	s32 hint_prio;
 	u8 have_hint_prio;
+	u8 clamped;			/* a critical class or negative priority was refused */
 	s32 cls;			/* class before demotion */
 	s32 counted_class;		/* class counted in the tasks gauge */
 	u32 weight;
@@ -428,7 +429,7 @@ static __noinline void recompute(struct task_struct *p, struct task_ctx *tctx,
 {
 	struct hinted_class_stats *cs;
 	s32 hcls = CLASS_NONE, prio = 0, cls, nice;
-	bool have_prio = false;
+	bool have_prio = false, rule_cls, rule_prio, clamp_cls, clamp_prio;
 	const u32 *weight;
 	u32 idx;
 
@@ -456,24 +457,42 @@ static __noinline void recompute(struct task_struct *p, struct task_ctx *tctx,
 		have_prio = true;
 	}
 
-	if ((hcls == SCX_HINT_CLASS_CRITICAL || prio < 0) && !task_privileged(p)) {
-		if (hcls == SCX_HINT_CLASS_CRITICAL) {
+	/* A rule beats an inherited hint, never the thread's own. */
+	rule_cls = rule_sets_class(&tctx->rule, tctx->in.have_own_class);
+	rule_prio = rule_sets_prio(&tctx->rule, tctx->in.have_own_prio);
+	if (rule_cls)
+		hcls = tctx->rule.hint.cls;
+	if (rule_prio) {
+		prio = tctx->rule.hint.prio;
+		have_prio = true;
+	}
+
+	/*
+	 * Only privileged tasks get a critical class or a negative priority,
+	 * whether they claim it, inherit it, or match a rule that names them
+	 * by what anyone can fake (rules.bpf.h): only a trusted rule grants it.
+	 */
+	clamp_cls = hcls == SCX_HINT_CLASS_CRITICAL && !(rule_cls && tctx->rule.hint.trusted);
+	clamp_prio = prio < 0 && !(rule_prio && tctx->rule.hint.trusted);
+	tctx->clamped = 0;
+	if ((clamp_cls || clamp_prio) && !task_privileged(p)) {
+		tctx->clamped = 1;
+		if (clamp_cls) {
 			if ((cs = class_stats(s, SCX_HINT_CLASS_CRITICAL)))
 				cs->clamped++;
 			hcls = SCX_HINT_CLASS_INTERACTIVE;
 		}
-		if (prio < 0) {
+		if (clamp_prio) {
 			if ((cs = class_stats(s, hcls == CLASS_NONE ? SCX_HINT_CLASS_NORMAL : hcls)))
 				cs->clamped++;
 			prio = 0;
 		}
 	}
 
+	/* What a child inherits at fork, and the task itself at exec. */
 	tctx->hint_class = hcls;
 	tctx->hint_prio = prio;
 	tctx->have_hint_prio = have_prio;
-	rule_apply(&tctx->rule, tctx->in.have_own_class, tctx->in.have_own_prio, &hcls, &prio,
-		   &have_prio);
 
 	if (tctx->in.policy == SCHED_IDLE)
 		cls = SCX_HINT_CLASS_BACKGROUND;
@@ -1232,6 +1251,7 @@ s32 BPF_STRUCT_OPS(hinted_init_task, struct task_struct *p, struct scx_init_task
 	tctx->in.policy = p->policy;
 	tctx->in.static_prio = p->static_prio;
 	tctx->in.valid = 1;
+	view_create(p);
 	recompute(p, tctx, s);
 	return 0;
 }

@@ -49,19 +49,14 @@ static __always_inline u8 view_prio_source(const struct task_ctx *tctx)
 	return HINTED_SRC_DEFAULT;
 }
 
-/*
- * Whether a claim was refused: the own (else inherited) class was critical
- * and the hint kept is not, or the priority claimed was negative and 0 kept.
- */
-static __always_inline bool view_clamped(const struct task_ctx *tctx)
+/* Creates the task's view (init_task). Fails only without memory. */
+static __always_inline void view_create(struct task_struct *p)
 {
-	s32 claimed_cls = tctx->in.have_own_class ? tctx->in.own_class : tctx->inh_class;
-	s32 claimed_prio = tctx->in.have_own_prio ? tctx->in.own_prio : tctx->inh_prio;
-	bool have_prio = tctx->in.have_own_prio || tctx->have_inh_prio;
+	int i;
 
-	if (claimed_cls == SCX_HINT_CLASS_CRITICAL && tctx->hint_class != SCX_HINT_CLASS_CRITICAL)
-		return true;
-	return have_prio && claimed_prio < 0 && tctx->hint_prio >= 0;
+	for (i = 0; i < 3; i++)
+		if (bpf_task_storage_get(&task_views, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE))
+			break;
 }
 
 /* Called at the end of recompute(), once class and weight are known. */
@@ -71,9 +66,11 @@ static __always_inline void view_update(struct task_struct *p, const struct task
 	struct hinted_task_view *v;
 	u8 psrc;
 
-	v = bpf_task_storage_get(&task_views, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	/* Created by init_task (view_create): recompute() may run under the
+	 * rq lock, where allocating is best avoided. */
+	v = bpf_task_storage_get(&task_views, p, 0, 0);
 	if (!v)
-		return;	/* no memory: show reports the task as not seen */
+		return;	/* none: show reports the task as not seen */
 	psrc = view_prio_source(tctx);
 	v->cls = tctx->cls;
 	v->prio = psrc == HINTED_SRC_DEFAULT ? 0 : prio;
@@ -83,7 +80,7 @@ static __always_inline void view_update(struct task_struct *p, const struct task
 	v->rule_id = (v->class_source == HINTED_SRC_RULE || psrc == HINTED_SRC_RULE) ?
 		     tctx->rule.hint.rule_id : 0;
 	v->registered = tctx->registered;
-	v->clamped = view_clamped(tctx);
+	v->clamped = tctx->clamped;
 	v->own_class = tctx->in.have_own_class ? tctx->in.own_class : -1;
 }
 

@@ -114,8 +114,9 @@ pub fn set_latency_class(class: LatencyClass) {
 
 /// The calling thread's latency class. Until the thread sets one: the class
 /// `scx_hinted` gives it without a hint of its own (inherited at fork or
-/// across exec, as with `scx-hint run`, or from a rule), read once per
-/// thread from the scheduler's task view ([`view`]); `Normal` without one.
+/// across exec, as with `scx-hint run`, or from a rule), read from the
+/// scheduler's task view ([`view`]) at most once a second per thread;
+/// `Normal` without one.
 #[inline]
 pub fn latency_class() -> LatencyClass {
     // A thread without a block is not allocated one here: registering it

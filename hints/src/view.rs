@@ -11,7 +11,8 @@
 use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::OnceLock;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::tld::{self, sys};
 use crate::LatencyClass;
@@ -164,29 +165,54 @@ impl Views {
     }
 }
 
+/// How long a thread trusts what [`assigned_class`] last found: a rule
+/// matched later, a scheduler started later or restarted is seen this late.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// The view map this process opened and the identity (device, inode) of
+/// the pin it opened, to notice a scheduler restart (a new map pinned over
+/// the old one) or exit (the pin removed).
+static VIEWS: Mutex<Option<(Views, (u64, u64))>> = Mutex::new(None);
+
+/// Looks `tid` up in the pinned view map, reopening it if the pin is no
+/// longer the one opened. A failed open is not remembered: the next call
+/// tries again.
+fn lookup_own(tid: i32) -> Option<TaskView> {
+    let path = pin_path();
+    let now = sys::file_identity(&path).ok();
+    let mut views = VIEWS.lock().unwrap_or_else(|e| e.into_inner());
+    if views.as_ref().map(|(_, id)| Some(*id)) != Some(now) {
+        *views = None;
+        let opened = Views::open_at(&path).ok()?;
+        // The pin may have been replaced between the stat and the open.
+        let id = now.filter(|id| sys::file_identity(&path).ok() == Some(*id))?;
+        *views = Some((opened, id));
+    }
+    views.as_ref()?.0.get(tid).ok().flatten()
+}
+
 /// The class the scheduler gives the calling thread while it publishes none
 /// (one inherited, or a rule's), for [`crate::latency_class`]. Looked up
-/// once per thread (pidfd_open, one lookup, close; the map is opened once
-/// per process) and then cached: a rule changed later is not seen.
+/// at most once per [`RECHECK`] per thread (a stat, pidfd_open, one lookup,
+/// close), so that a class given later is seen and no answer, not even "none",
+/// is kept for the thread's life.
 #[cold]
 #[inline(never)]
 pub(crate) fn assigned_class() -> Option<LatencyClass> {
     thread_local! {
-        static CACHED: Cell<Option<Option<LatencyClass>>> = const { Cell::new(None) };
+        static CACHED: Cell<Option<(Option<LatencyClass>, Instant)>> = const { Cell::new(None) };
     }
-    static VIEWS: OnceLock<Option<Views>> = OnceLock::new();
     CACHED
         .try_with(|cached| {
-            if let Some(class) = cached.get() {
-                return class;
+            if let Some((class, at)) = cached.get() {
+                if at.elapsed() < RECHECK {
+                    return class;
+                }
             }
-            let class = VIEWS
-                .get_or_init(|| Views::open().ok())
-                .as_ref()
-                .and_then(|views| views.get(sys::gettid()).ok().flatten())
+            let class = lookup_own(sys::gettid())
                 .filter(|v| matches!(v.class_source, Source::Inherited | Source::Rule))
                 .map(|v| v.class);
-            cached.set(Some(class));
+            cached.set(Some((class, Instant::now())));
             class
         })
         .ok()

@@ -162,17 +162,20 @@ struct Opts {
     /// process name, cgroup, user or group: one rule per line, such as
     /// `comm=stress-ng* class=background` or `user=builder exe=/usr/bin/*
     /// class=batch priority=5`; the first matching rule applies. A thread's
-    /// own hint beats a rule, a rule beats an inherited class. SIGHUP reloads
-    /// the file (a bad file then keeps the rules loaded before). See
-    /// docs/operators.md, "Rules".
+    /// own hint beats a rule, a rule beats an inherited class, and children
+    /// inherit what a rule gives. Only rules that match on user and group
+    /// alone give the critical class or a negative priority to unprivileged
+    /// threads (names, cgroups and paths can be faked): others are clamped
+    /// like the thread's own claims. SIGHUP reloads the file (a bad file then
+    /// keeps the rules loaded before). See docs/operators.md, "Rules".
     #[arg(long, value_name = "FILE")]
     rules: Option<PathBuf>,
 
     /// How often the rules are matched against all threads, in
-    /// milliseconds (also right after a reload). A thread that starts or
+    /// milliseconds, at least 100 (also right after a reload). A thread that starts or
     /// changes its name between two scans gets its rule at the next one.
     #[arg(long, default_value_t = 1000, value_name = "MS",
-          value_parser = clap::value_parser!(u64).range(10..))]
+          value_parser = clap::value_parser!(u64).range(100..))]
     rules_interval_ms: u64,
 
     /// Length of the debug dump written when the scheduler exits with an
@@ -409,9 +412,12 @@ impl<'a> Scheduler<'a> {
             }
         };
         pin::finish(&plan, guarded)?;
-        let view_pin = view::pin(&skel.maps.task_views, plan.dir())?;
 
         let struct_ops = Some(scx_ops_attach!(skel, hinted_ops)?);
+        // Pinned once attached: an instance that fails to attach (another
+        // scheduler runs) must not replace, and at exit remove, the view of
+        // the running one.
+        let view_pin = view::pin(&skel.maps.task_views, plan.dir())?;
         let stats_server = StatsServer::new(stats::server_data()).launch()?;
         info!("{SCHEDULER_NAME} attached");
 
@@ -520,9 +526,9 @@ fn main() -> Result<()> {
     let flag = shutdown.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
         .context("installing the Ctrl-C handler")?;
-    if opts.rules.is_some() {
-        rules::reload_on_sighup()?;
-    }
+    // Always: without --rules, SIGHUP (systemctl reload) would otherwise
+    // end the scheduler.
+    rules::reload_on_sighup()?;
 
     if let Some(intv) = opts.monitor.or(opts.stats) {
         let flag = shutdown.clone();

@@ -17,13 +17,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use libbpf_rs::{MapCore, MapFlags};
+use libbpf_rs::libbpf_sys;
 use log::{info, warn};
 use scx_hints::LatencyClass;
 
@@ -96,10 +96,20 @@ impl Rule {
             && id(self.gid, t.gid)
     }
 
+    /// Whether the rule names threads only by what their owner cannot
+    /// change: its user and group. Names, cgroups (a delegated subtree) and
+    /// executable paths (a bind mount in a user namespace) can be faked by
+    /// anyone, so a rule that uses them gets a critical class or a negative
+    /// priority only for privileged threads, as an own claim would.
+    fn trusted(&self) -> bool {
+        self.exe.is_none() && self.comm.is_none() && self.pcomm.is_none() && self.cgroup.is_none()
+    }
+
     fn hint(&self) -> Hint {
         Hint {
             class: self.class.map_or(-1, |c| c as i32),
             priority: self.priority,
+            trusted: self.trusted(),
             rule: self.line,
         }
     }
@@ -300,6 +310,7 @@ pub fn parse(
 struct Hint {
     class: i32,
     priority: Option<i32>,
+    trusted: bool,
     rule: u32,
 }
 
@@ -309,7 +320,8 @@ impl Hint {
             cls: self.class,
             prio: self.priority.unwrap_or(0),
             have_prio: self.priority.is_some() as u8,
-            pad: [0; 3],
+            trusted: self.trusted as u8,
+            pad: [0; 2],
             rule_id: self.rule,
         };
         // SAFETY: hinted_rule_hint is plain integers without implicit padding
@@ -372,9 +384,35 @@ pub struct Rules {
 }
 
 fn load(path: &Path) -> Result<Vec<Rule>> {
+    warn_if_writable_by_others(path);
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse(&text, crate::resolve_id).map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))
+}
+
+/// Rules give what only root should give (user= and group= rules are
+/// trusted with the critical class): a file others can change is worth a
+/// warning.
+fn warn_if_writable_by_others(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return; // reading it reports the error
+    };
+    if meta.uid() != 0 {
+        warn!(
+            "rules: {} is owned by uid {}, not root: its owner can change the rules",
+            path.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o022 != 0 {
+        warn!(
+            "rules: {} is writable by its group or by everyone (mode {:o}): they can change \
+             the rules",
+            path.display(),
+            meta.mode() & 0o7777
+        );
+    }
 }
 
 impl Rules {
@@ -434,9 +472,12 @@ impl Rules {
         self.next_scan = Instant::now() + self.interval;
         let changes = self.scan(map);
         if changes > 0 {
-            // SAFETY: gen points to rules_gen in the mmapped .bss of the loaded
-            // program; BPF only reads it.
-            unsafe { gen.write_volatile(gen.read_volatile().wrapping_add(1)) };
+            // Release order: a task that sees the new generation sees the
+            // entries written before it (the BPF side orders its load too).
+            // SAFETY: gen points to the aligned u64 rules_gen in the mmapped
+            // .bss of the loaded program, which lives as long as the caller's
+            // borrow; BPF only adds 0 to it, atomically.
+            unsafe { AtomicU64::from_ptr(gen) }.fetch_add(1, Ordering::Release);
         }
     }
 
@@ -470,6 +511,14 @@ impl Rules {
                 .flatten()
                 .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
             {
+                // The pidfd first, /proc after: read first, a tid can be
+                // reused by a new thread before the pidfd is opened, which
+                // then gets the entry meant for the old one. Read after,
+                // /proc describes the pidfd's thread, or that thread is gone
+                // and the write through its pidfd fails.
+                let Ok(pidfd) = pidfd_open(tid) else {
+                    continue; // exited
+                };
                 let dir = format!("/proc/{pid}/task/{tid}");
                 let Some((comm, start)) = stat_comm_start(&dir) else {
                     continue;
@@ -492,27 +541,39 @@ impl Rules {
                     .iter()
                     .find(|r| r.matches(&thread))
                     .map(Rule::hint);
-                let had = self
-                    .applied
-                    .remove(&tid)
-                    .filter(|a| a.start == start)
-                    .map(|a| a.hint);
-                if want == had {
+                let prev = self.applied.remove(&tid);
+                // Recorded for an older thread with this tid: the map entry
+                // went with that thread, unless it reached this one; write
+                // (or delete) to be sure.
+                let stale = prev.as_ref().is_some_and(|a| a.start != start);
+                let had = prev.as_ref().filter(|a| a.start == start).map(|a| a.hint);
+                if want == had && !stale {
                     if let Some(hint) = want {
                         seen.insert(tid, Applied { start, hint });
                     }
                     continue;
                 }
-                match write(map, tid, want) {
+                match write(map, &pidfd, want) {
                     Ok(()) => {
                         changes += 1;
                         if let Some(hint) = want {
                             seen.insert(tid, Applied { start, hint });
                         }
                     }
+                    // The thread is gone, or a deleted entry was not there.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH | libc::ENOENT)) => {}
                     Err(e) => {
-                        if e.raw_os_error() != Some(libc::ESRCH) {
-                            warn!("rules: thread {tid}: {e}");
+                        warn!("rules: thread {tid}: {e}");
+                        // The map still holds what it held: remember it, so
+                        // that the next scan tries again.
+                        if let Some(a) = prev {
+                            seen.insert(
+                                tid,
+                                Applied {
+                                    start,
+                                    hint: a.hint,
+                                },
+                            );
                         }
                     }
                 }
@@ -562,27 +623,44 @@ fn cgroup(dir: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Writes (or, with `None`, deletes) a thread's rule entry.
-fn write(map: &libbpf_rs::MapMut, tid: i32, hint: Option<Hint>) -> std::io::Result<()> {
-    // pidfd_open with PIDFD_THREAD (the value of O_EXCL, Linux 6.9 on).
+/// Opens a thread's pidfd (PIDFD_THREAD, the value of O_EXCL, Linux 6.9 on).
+fn pidfd_open(tid: i32) -> std::io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, libc::O_EXCL) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: the kernel returned a new file descriptor that we own.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let key = (fd as i32).to_ne_bytes();
-    let res = match hint {
-        Some(h) => map.update(&key, &h.bytes(), MapFlags::ANY),
-        None => map.delete(&key),
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Writes (or, with `None`, deletes) the rule entry of a thread by pidfd.
+/// Errors keep their errno: ESRCH or ENOENT mean the thread is gone (or,
+/// for a delete, that there was no entry).
+fn write(map: &libbpf_rs::MapMut, pidfd: &OwnedFd, hint: Option<Hint>) -> std::io::Result<()> {
+    let key = pidfd.as_raw_fd().to_ne_bytes();
+    let map_fd = map.as_fd().as_raw_fd();
+    let ret = match hint {
+        Some(h) => {
+            let value = h.bytes();
+            // SAFETY: key and value are live buffers of the map's key size
+            // (an int) and value size (struct hinted_rule_hint).
+            unsafe {
+                libbpf_sys::bpf_map_update_elem(
+                    map_fd,
+                    key.as_ptr().cast(),
+                    value.as_ptr().cast(),
+                    libbpf_sys::BPF_ANY.into(),
+                )
+            }
+        }
+        // SAFETY: key is a live buffer of the map's key size.
+        None => unsafe { libbpf_sys::bpf_map_delete_elem(map_fd, key.as_ptr().cast()) },
     };
-    drop(pidfd);
-    match res {
-        Ok(()) => Ok(()),
-        Err(e) if hint.is_none() && e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(std::io::Error::other(e.to_string())),
+    if ret < 0 {
+        return Err(std::io::Error::from_raw_os_error(-ret));
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -677,6 +755,23 @@ mod tests {
         assert_eq!(first(&t("bash", 0, Some("/usr/bin/bash"))), Some(3));
         // A kernel thread has no exe: an exe rule never matches it.
         assert_eq!(first(&t("kworker/0:1", 0, None)), None);
+    }
+
+    #[test]
+    fn only_rules_on_user_and_group_alone_are_trusted() {
+        let rules = parse(
+            "user=0 class=critical\n\
+             user=0 group=50 priority=-5\n\
+             comm=pipewire class=critical\n\
+             comm=pipewire user=0 class=critical\n\
+             exe=/usr/bin/x priority=-1\n\
+             cgroup=/a/* class=critical\n\
+             pcomm=x class=critical\n",
+            ids,
+        )
+        .unwrap();
+        let trusted: Vec<bool> = rules.iter().map(|r| r.hint().trusted).collect();
+        assert_eq!(trusted, [true, true, false, false, false, false, false]);
     }
 
     #[test]

@@ -22,16 +22,22 @@ use crate::harness::{self, stats, wait_stats, Env, Sched};
 const RULES_INTERVAL_MS: u64 = 200;
 /// The unprivileged user of the uid rule (nobody).
 const UID: u32 = 65534;
+/// Another unprivileged user, whose spinner a name rule claims critical for.
+const CLAIM_UID: u32 = 65533;
 
 /// Line 3: a stress-ng hash worker (renamed by stress-ng itself); line 4:
-/// anything of user 65534; line 5: this program's threads named `rules-*`.
+/// anything of user 65534; line 5: this program's threads named `rules-*`;
+/// line 6: critical and priority -5 for user 65533's spinner, by a rule
+/// that also matches on the thread's name (`comm=*`: a staged program's name
+/// is its loader's), which anyone can choose: clamped.
 fn rules_text(hash_class: &str) -> String {
     format!(
         "# scx_hinted_tests: rules\n\
          \n\
          comm=stress-ng-hash class={hash_class}\n\
          user={UID} class=batch priority=4\n\
-         comm=rules-* class=background\n"
+         comm=rules-* class=background\n\
+         comm=* user={CLAIM_UID} class=critical priority=-5\n"
     )
 }
 
@@ -131,6 +137,46 @@ fn named_thread(
     Ok((rx.recv()?, handle))
 }
 
+/// A thread named `rules-forker` that, once told to, starts a thread named
+/// `forked-child`; returns its tid, the go channel, the channel that gives
+/// the child's tid, and its handle (it joins the child).
+#[allow(clippy::type_complexity)]
+fn forking_thread(
+    stop: &Arc<AtomicBool>,
+) -> Result<(i32, mpsc::Sender<()>, mpsc::Receiver<i32>, JoinHandle<()>)> {
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (child_tx, child_rx) = mpsc::channel();
+    let stop = stop.clone();
+    let handle = std::thread::Builder::new()
+        .name("rules-forker".into())
+        .spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            let _ = tid_tx.send(unsafe { libc::gettid() });
+            // Wake often until told, so that the rule is read.
+            while go_rx.try_recv().is_err() {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                sleep(Duration::from_millis(2));
+            }
+            let child_stop = stop.clone();
+            let child = std::thread::Builder::new()
+                .name("forked-child".into())
+                .spawn(move || {
+                    // SAFETY: gettid has no preconditions.
+                    let _ = child_tx.send(unsafe { libc::gettid() });
+                    while !child_stop.load(Ordering::Relaxed) {
+                        sleep(Duration::from_millis(2));
+                    }
+                });
+            if let Ok(child) = child {
+                let _ = child.join();
+            }
+        })?;
+    Ok((tid_rx.recv()?, go_tx, child_rx, handle))
+}
+
 /// `scx-hint show PID`'s output (as user `uid`), with the check that it ran.
 fn show_as(pid: u32, uid: u32) -> Result<String> {
     let mut cmd = Command::new(scx_hint()?);
@@ -191,7 +237,11 @@ fn wait_log(sched: &Sched, needle: &str) -> Result<String> {
 /// - `latency_class()` in a thread that publishes nothing reports the class
 ///   it inherited, without registering the thread;
 /// - SIGHUP with a changed file moves the worker to batch; SIGHUP with a
-///   bad file is refused with its line and column, and the rules stay.
+///   bad file is refused with its line and column, and the rules stay;
+/// - a name rule's critical class is clamped for an unprivileged process,
+///   a rule is handed down to a new thread, a removed rule falls back to
+///   the inherited class, and SIGHUP does not end a scheduler without
+///   --rules.
 pub fn rules(env: &Env) -> Result<String> {
     let path = env.tmp.join("rules.conf");
     write_rules(&path, &rules_text("interactive"))?;
@@ -201,7 +251,7 @@ pub fn rules(env: &Env) -> Result<String> {
         env,
         &["--rules", &path_str, "--rules-interval-ms", &interval],
     )?;
-    let loaded = wait_log(&sched, "rules: 3 loaded")?;
+    let loaded = wait_log(&sched, "rules: 4 loaded")?;
     let s0 = stats()?;
     let inter0 = s0.class("interactive", "tasks");
 
@@ -251,8 +301,9 @@ pub fn rules(env: &Env) -> Result<String> {
              {listing}"
         );
 
-        // A comm rule on an unmodified stress-ng worker.
-        children.push(stress(env, None, "--hash")?);
+        // A comm rule on an unmodified stress-ng worker, started in the
+        // background class: the rule beats what it inherited.
+        children.push(stress(env, Some("background"), "--hash")?);
         let hash = worker_of(children[1].id(), Duration::from_secs(15))?;
         let v = wait_view(
             &views,
@@ -295,6 +346,30 @@ pub fn rules(env: &Env) -> Result<String> {
             "the uid rule's priority 4 is not applied: {v:?}"
         );
 
+        // A rule naming a thread by what anyone can fake gives an
+        // unprivileged process no critical class, no negative priority.
+        let mut spin = Command::new(&env.self_exe);
+        spin.args(["--spin", "60"])
+            .uid(CLAIM_UID)
+            .gid(CLAIM_UID)
+            .stdin(Stdio::null());
+        children.push(spin.spawn().context("starting a spinner as uid 65533")?);
+        let claimer = children[3].id() as i32;
+        let v = wait_view(
+            &views,
+            claimer,
+            "the process of uid 65533 (critical by name, rule at line 6)",
+            |v| v.rule == Some(6),
+        )?;
+        ensure!(
+            v.class == LatencyClass::Interactive
+                && v.class_source == Source::Rule
+                && v.priority == 0
+                && v.clamped,
+            "a name rule's critical class and priority -5 for uid {CLAIM_UID} are not clamped \
+             to interactive and 0: {v:?}"
+        );
+
         // The own hint beats a rule; the rule applies to a thread without one.
         let (own, h) = named_thread("rules-own", Some(LatencyClass::Interactive), &stop)?;
         threads.push(h);
@@ -311,6 +386,26 @@ pub fn rules(env: &Env) -> Result<String> {
             own,
             "a thread named rules-own publishing interactive",
             is(LatencyClass::Interactive, Source::Own),
+        )?;
+
+        // What a rule gives is handed down: a thread started by a thread
+        // the rule matched is background (inherited) from its start, and
+        // stays so, since no rule matches its own name.
+        let (forker, go, child_tid, h) = forking_thread(&stop)?;
+        threads.push(h);
+        wait_view(
+            &views,
+            forker,
+            "a thread named rules-forker (rule at line 5)",
+            is(LatencyClass::Background, Source::Rule),
+        )?;
+        go.send(())?;
+        let child = child_tid.recv()?;
+        wait_view(
+            &views,
+            child,
+            "a thread started by the rule-matched rules-forker",
+            is(LatencyClass::Background, Source::Inherited),
         )?;
 
         // latency_class() in a thread that publishes nothing reports the
@@ -368,10 +463,22 @@ pub fn rules(env: &Env) -> Result<String> {
                 "after a refused reload the {what} is seen as {v:?}"
             );
         }
+        // A reload without the worker's rule: it falls back to the class it
+        // inherited from scx-hint run.
+        write_rules(&path, "comm=rules-* class=background\n")?;
+        sighup(&sched);
+        wait_view(
+            &views,
+            hash,
+            "the hash worker after a reload that removed its rule",
+            is(LatencyClass::Background, Source::Inherited),
+        )?;
         Ok(format!(
             "{}; inherited background seen by show; comm, uid and own-beats-rule seen \
-             (interactive tasks {inter0} -> {}); latency_class() reports an inherited \
-             class; reload to batch applied; bad file refused: {}",
+             (interactive tasks {inter0} -> {}); a name rule's critical clamped for an \
+             unprivileged process; a rule handed down to a new thread; latency_class() \
+             reports an inherited class; reload to batch applied; bad file refused: {}; \
+             a removed rule falls back to the inherited class",
             loaded.split("rules: ").nth(1).unwrap_or(&loaded),
             counted.class("interactive", "tasks"),
             refused.split("rules: ").nth(1).unwrap_or(&refused)
@@ -389,5 +496,13 @@ pub fn rules(env: &Env) -> Result<String> {
     let summary = result?;
     sched.check()?;
     sched.stop()?;
-    Ok(summary)
+
+    // Without --rules, SIGHUP (systemctl reload) must not end the scheduler.
+    let mut plain = Sched::start(env, &[])?;
+    sighup(&plain);
+    // A round trip through the scheduler's process after the signal.
+    let alive = stats().and_then(|_| plain.check());
+    plain.stop()?;
+    alive.context("scx_hinted without --rules after SIGHUP")?;
+    Ok(format!("{summary}; SIGHUP without --rules ignored"))
 }
