@@ -1,6 +1,8 @@
 //! Two copies of the crate initialising the process's TLD state at once,
 //! from many threads: exactly one state comes out, every round.
 
+mod common;
+
 use scx_hints as first;
 use scx_hints_second_copy as second;
 use std::sync::Barrier;
@@ -92,25 +94,7 @@ fn copies_racing_to_initialise_agree_every_round() {
     let failures = std::thread::spawn(|| {
         let mut failures = Vec::new();
         for round in 0..ROUNDS {
-            // SAFETY: the child runs the race, reports through its exit
-            // status and leaves with _exit; a watchdog ends it if it hangs.
-            let pid = unsafe { libc::fork() };
-            if pid == 0 {
-                // SAFETY: alarm and _exit are async-signal-safe.
-                unsafe { libc::alarm(20) };
-                let code = match race_in_child() {
-                    Ok(()) => 0,
-                    Err(e) => {
-                        eprintln!("round {round}: {e}");
-                        1
-                    }
-                };
-                unsafe { libc::_exit(code) };
-            }
-            assert!(pid > 0, "fork: {}", std::io::Error::last_os_error());
-            let mut status = 0;
-            // SAFETY: waits for our own child.
-            unsafe { libc::waitpid(pid, &mut status, 0) };
+            let status = common::in_child(&format!("round {round}: "), race_in_child);
             if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
                 failures.push((round, status));
             }

@@ -2,6 +2,8 @@
 //! refuses to share it, says so once, and keeps working with a state of
 //! its own.
 
+mod common;
+
 use scx_hints as first;
 use std::sync::Mutex;
 
@@ -86,29 +88,9 @@ fn refuse_in_child() -> Result<(), String> {
 #[test]
 fn a_hub_of_another_version_is_refused_with_one_warning() {
     std::env::set_var(first::tld::abi::MAP_PIN_ENV, "/nonexistent/scx_hints/tld");
-    let status = std::thread::spawn(|| {
-        // SAFETY: the child reports through its exit status and leaves
-        // with _exit; a watchdog ends it if it hangs.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            // SAFETY: alarm and _exit are async-signal-safe.
-            unsafe { libc::alarm(20) };
-            let code = match refuse_in_child() {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("{e}");
-                    1
-                }
-            };
-            unsafe { libc::_exit(code) };
-        }
-        let mut status = 0;
-        // SAFETY: waits for our own child.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        status
-    })
-    .join()
-    .unwrap();
+    let status = std::thread::spawn(|| common::in_child("", refuse_in_child))
+        .join()
+        .unwrap();
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "the child failed (wait status {status:#x}; its stderr says why)"

@@ -3,6 +3,8 @@
 //! a copy finds the hub with plain system calls. Its own binary: the child
 //! is forked from a process with one test thread.
 
+mod common;
+
 use scx_hints as first;
 use scx_hints_second_copy as second;
 
@@ -79,25 +81,7 @@ fn join_in_child() -> Result<(), String> {
 #[test]
 fn the_state_is_joined_under_a_seccomp_filter_without_process_vm_readv() {
     std::env::set_var(first::tld::abi::MAP_PIN_ENV, "/nonexistent/scx_hints/tld");
-    // SAFETY: the child reports through its exit status and leaves with
-    // _exit; a watchdog ends it if it hangs.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // SAFETY: alarm and _exit are async-signal-safe.
-        unsafe { libc::alarm(20) };
-        let code = match join_in_child() {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("{e}");
-                1
-            }
-        };
-        // SAFETY: as above.
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    // SAFETY: waits for our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let status = common::in_child("", join_in_child);
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "the child failed (wait status {status:#x}: signal 31 is SIGSYS; its stderr says why)"
