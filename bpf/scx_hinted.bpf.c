@@ -187,6 +187,7 @@ struct task_ctx {
 	u8 registered;
 	u8 demoted;			/* over budget for the rest of this burst */
 	u8 hints_fresh;			/* read by select_cpu() for this wakeup */
+	u8 tld_stale;			/* the entry outlived an exec: delete it */
 	s32 hint_class;			/* CLASS_NONE if no class hint applies */
 	s32 hint_prio;
 	u8 have_hint_prio;
@@ -531,7 +532,11 @@ static __always_inline void refresh_hints(struct task_struct *p, struct task_ctx
 	int ret;
 
 #ifndef SCX_HINTED_NO_HINT_READS
-	ret = tld_object_init(p, &tctx->keys, &obj);
+	if (unlikely(tctx->tld_stale)) {
+		ret = bpf_task_storage_delete(&scx_hints_tld, p);
+		tctx->tld_stale = ret && ret != -ENOENT;
+	}
+	ret = tctx->tld_stale ? -ENOENT : tld_object_init(p, &tctx->keys, &obj);
 	if (!ret) {
 		set_registered(tctx, s, true);
 		v = tld_get(&obj, KEY_SLOT_CLASS, class_key, s32);
@@ -1272,25 +1277,38 @@ void BPF_STRUCT_OPS(hinted_exit_task, struct task_struct *p, struct scx_exit_tas
  * would keep its pages pinned and be read as if the new image had written
  * them: drop it. Its effective hints carry over as inherited ones (as nice
  * and SCHED_IDLE survive exec) until the new image publishes its own.
+ *
+ * The order matters. The hints are read now, not taken from the last
+ * decision: a launcher that sets its class and execs at once (scx-hint run)
+ * would otherwise hand down what it had before. And they become inherited
+ * before the entry goes: this program can be preempted, and a decision in
+ * between that finds no entry recomputes from the inherited hints, which
+ * must already be the new ones (else the class is lost for good, as seen in
+ * CI). A delete that fails (the storage lock busy) is retried at the task's
+ * next decision rather than leaving the old image readable.
  */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(hinted_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	struct task_ctx *tctx;
+	struct task_ctx *tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+	long ret;
 
-	bpf_task_storage_delete(&scx_hints_tld, p);
-	tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
-	if (!tctx)
-		return 0;
-	if (inherit_on_fork) {
-		tctx->inh_class = tctx->hint_class;
-		tctx->inh_prio = tctx->hint_prio;
-		tctx->have_inh_prio = tctx->have_hint_prio;
-	} else {
-		tctx->inh_class = CLASS_NONE;
-		tctx->have_inh_prio = 0;
+	if (tctx) {
+		refresh_hints(p, tctx, stats_get());
+		if (inherit_on_fork) {
+			tctx->inh_class = tctx->hint_class;
+			tctx->inh_prio = tctx->hint_prio;
+			tctx->have_inh_prio = tctx->have_hint_prio;
+		} else {
+			tctx->inh_class = CLASS_NONE;
+			tctx->have_inh_prio = 0;
+		}
 	}
-	tctx->in.valid = 0;	/* recompute at the next decision */
+	ret = bpf_task_storage_delete(&scx_hints_tld, p);
+	if (tctx) {
+		tctx->tld_stale = ret && ret != -ENOENT;
+		tctx->in.valid = 0;	/* recompute at the next decision */
+	}
 	return 0;
 }
 

@@ -14,7 +14,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use scx_hints::view::{Source, TaskView, Views};
+use scx_hints::view::{TaskView, Views};
 use scx_hints::{LatencyClass, Registration};
 
 /// Scheduler hints for programs that do not publish their own.
@@ -137,7 +137,8 @@ fn run(
         scx_hints::set_priority(p)?;
     }
     match scx_hints::tld::register_thread() {
-        Registration::Registered => make_scheduler_read_hints(class),
+        // scx_hinted reads the hints at exec and hands them down.
+        Registration::Registered => {}
         other => {
             let why = match other {
                 Registration::Failed(errno) => format!(
@@ -163,37 +164,6 @@ fn run(
         error,
     }
     .into())
-}
-
-/// The scheduler reads a thread's hints at its scheduling events, and takes
-/// the launcher's effective hints over as inherited ones at exec. A fork
-/// makes it read the parent's hints at once (a child starts with its
-/// parent's effective hints), so starting and joining a thread makes the
-/// class set above what exec carries over, without waiting for the next
-/// scheduling event. Where the scheduler exports its task view, the view of
-/// this thread confirms that it read the class; a fork whose read did not
-/// land (seen in the emulated guest) is repeated, a few times at most.
-fn make_scheduler_read_hints(class: LatencyClass) {
-    const TRIES: u32 = 20;
-    let views = Views::open().ok();
-    // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::gettid() };
-    for _ in 0..TRIES {
-        let _ = std::thread::spawn(|| {}).join();
-        let Some(views) = &views else {
-            return; // a scheduler without the view: trust the fork
-        };
-        if let Ok(Some(v)) = views.get(tid) {
-            if v.class_source == Source::Own && v.own_class == Some(class as i32) {
-                return;
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    eprintln!(
-        "scx-hint: warning: scx_hinted has not read the class after {TRIES} tries; \
-         the command may start unhinted"
-    );
 }
 
 /// Scheduling policy names as in sched(7).
