@@ -187,7 +187,7 @@ struct task_ctx {
 	u8 registered;
 	u8 demoted;			/* over budget for the rest of this burst */
 	u8 hints_fresh;			/* read by select_cpu() for this wakeup */
-	u8 tld_stale;			/* the entry outlived an exec: delete it */
+	u32 stale_cookie;		/* cookie of the entry an exec could not delete */
 	s32 hint_class;			/* CLASS_NONE if no class hint applies */
 	s32 hint_prio;
 	u8 have_hint_prio;
@@ -420,6 +420,81 @@ static __always_inline void count_class(struct task_ctx *tctx, struct hinted_sta
 	tctx->counted_class = cls;
 }
 
+/* A task's effective hints, before the policy turns them into a class. */
+struct eff_hints {
+	s32 cls;		/* CLASS_NONE if no class hint applies */
+	s32 prio;
+	bool have_prio;
+	bool bad_class;		/* its own class was outside the vocabulary */
+	bool bad_prio;		/* its own priority was, and was bounded */
+	bool clamp_cls;		/* a critical class was refused */
+	bool clamp_prio;	/* a negative priority was refused */
+};
+
+/*
+ * The effective hints for `in`: the thread's own, else a rule's, else the
+ * inherited ones. `creds_grant` says whether the task's credentials may
+ * grant a privileged claim: not at an exec that raised them (setuid), where
+ * the claim was made by the image before.
+ */
+static __always_inline void resolve_hints(struct task_struct *p, const struct task_ctx *tctx,
+					  const struct hint_input *in, bool creds_grant,
+					  struct eff_hints *e)
+{
+	bool rule_cls, rule_prio;
+
+	e->cls = CLASS_NONE;
+	e->prio = 0;
+	e->have_prio = false;
+	e->bad_class = false;
+	e->bad_prio = false;
+	if (in->have_own_class) {
+		e->cls = in->own_class;
+		if (e->cls < 0 || e->cls >= HINTED_NR_CLASSES) {
+			e->bad_class = true;
+			e->cls = CLASS_NONE;
+		}
+	} else {
+		e->cls = tctx->inh_class;
+	}
+
+	if (in->have_own_prio) {
+		e->prio = in->own_prio;
+		e->have_prio = true;
+		if (e->prio < SCX_HINT_PRIO_MIN || e->prio > SCX_HINT_PRIO_MAX) {
+			e->bad_prio = true;
+			e->prio = e->prio < SCX_HINT_PRIO_MIN ? SCX_HINT_PRIO_MIN : SCX_HINT_PRIO_MAX;
+		}
+	} else if (tctx->have_inh_prio) {
+		e->prio = tctx->inh_prio;
+		e->have_prio = true;
+	}
+
+	/* A rule beats an inherited hint, never the thread's own. */
+	rule_cls = rule_sets_class(&tctx->rule, in->have_own_class);
+	rule_prio = rule_sets_prio(&tctx->rule, in->have_own_prio);
+	if (rule_cls)
+		e->cls = tctx->rule.hint.cls;
+	if (rule_prio) {
+		e->prio = tctx->rule.hint.prio;
+		e->have_prio = true;
+	}
+
+	/*
+	 * Only privileged tasks get a critical class or a negative priority,
+	 * whether they claim it, inherit it, or match a rule that names them
+	 * by what anyone can fake (rules.bpf.h): only a trusted rule grants it.
+	 */
+	e->clamp_cls = e->cls == SCX_HINT_CLASS_CRITICAL && !(rule_cls && tctx->rule.hint.trusted);
+	e->clamp_prio = e->prio < 0 && !(rule_prio && tctx->rule.hint.trusted);
+	if ((e->clamp_cls || e->clamp_prio) && creds_grant && task_privileged(p))
+		e->clamp_cls = e->clamp_prio = false;
+	if (e->clamp_cls)
+		e->cls = SCX_HINT_CLASS_INTERACTIVE;
+	if (e->clamp_prio)
+		e->prio = 0;
+}
+
 /*
  * Recompute the effective hints, class and weight from tctx->in. Runs only
  * when an input changed, so the privilege check and the counting of bad or
@@ -429,76 +504,32 @@ static __noinline void recompute(struct task_struct *p, struct task_ctx *tctx,
 				 struct hinted_stats *s)
 {
 	struct hinted_class_stats *cs;
-	s32 hcls = CLASS_NONE, prio = 0, cls, nice;
-	bool have_prio = false, rule_cls, rule_prio, clamp_cls, clamp_prio;
+	struct eff_hints e;
+	s32 cls, nice;
 	const u32 *weight;
 	u32 idx;
 
-	if (tctx->in.have_own_class) {
-		hcls = tctx->in.own_class;
-		if (hcls < 0 || hcls >= HINTED_NR_CLASSES) {
-			if (s)
-				s->bad_class++;
-			hcls = CLASS_NONE;
-		}
-	} else {
-		hcls = tctx->inh_class;
-	}
+	resolve_hints(p, tctx, &tctx->in, true, &e);
+	if (s && e.bad_class)
+		s->bad_class++;
+	if (s && e.bad_prio)
+		s->bad_prio++;
+	if (e.clamp_cls && (cs = class_stats(s, SCX_HINT_CLASS_CRITICAL)))
+		cs->clamped++;
+	if (e.clamp_prio &&
+	    (cs = class_stats(s, e.cls == CLASS_NONE ? SCX_HINT_CLASS_NORMAL : e.cls)))
+		cs->clamped++;
+	tctx->clamped = e.clamp_cls || e.clamp_prio;
 
-	if (tctx->in.have_own_prio) {
-		prio = tctx->in.own_prio;
-		have_prio = true;
-		if (prio < SCX_HINT_PRIO_MIN || prio > SCX_HINT_PRIO_MAX) {
-			if (s)
-				s->bad_prio++;
-			prio = prio < SCX_HINT_PRIO_MIN ? SCX_HINT_PRIO_MIN : SCX_HINT_PRIO_MAX;
-		}
-	} else if (tctx->have_inh_prio) {
-		prio = tctx->inh_prio;
-		have_prio = true;
-	}
-
-	/* A rule beats an inherited hint, never the thread's own. */
-	rule_cls = rule_sets_class(&tctx->rule, tctx->in.have_own_class);
-	rule_prio = rule_sets_prio(&tctx->rule, tctx->in.have_own_prio);
-	if (rule_cls)
-		hcls = tctx->rule.hint.cls;
-	if (rule_prio) {
-		prio = tctx->rule.hint.prio;
-		have_prio = true;
-	}
-
-	/*
-	 * Only privileged tasks get a critical class or a negative priority,
-	 * whether they claim it, inherit it, or match a rule that names them
-	 * by what anyone can fake (rules.bpf.h): only a trusted rule grants it.
-	 */
-	clamp_cls = hcls == SCX_HINT_CLASS_CRITICAL && !(rule_cls && tctx->rule.hint.trusted);
-	clamp_prio = prio < 0 && !(rule_prio && tctx->rule.hint.trusted);
-	tctx->clamped = 0;
-	if ((clamp_cls || clamp_prio) && !task_privileged(p)) {
-		tctx->clamped = 1;
-		if (clamp_cls) {
-			if ((cs = class_stats(s, SCX_HINT_CLASS_CRITICAL)))
-				cs->clamped++;
-			hcls = SCX_HINT_CLASS_INTERACTIVE;
-		}
-		if (clamp_prio) {
-			if ((cs = class_stats(s, hcls == CLASS_NONE ? SCX_HINT_CLASS_NORMAL : hcls)))
-				cs->clamped++;
-			prio = 0;
-		}
-	}
-
-	/* What a child inherits at fork, and the task itself at exec. */
-	tctx->hint_class = hcls;
-	tctx->hint_prio = prio;
-	tctx->have_hint_prio = have_prio;
+	/* What a child inherits at fork. */
+	tctx->hint_class = e.cls;
+	tctx->hint_prio = e.prio;
+	tctx->have_hint_prio = e.have_prio;
 
 	if (tctx->in.policy == SCHED_IDLE)
 		cls = SCX_HINT_CLASS_BACKGROUND;
-	else if (hcls != CLASS_NONE)
-		cls = hcls;
+	else if (e.cls != CLASS_NONE)
+		cls = e.cls;
 	else if (tctx->in.policy == SCHED_BATCH)
 		cls = SCX_HINT_CLASS_BATCH;
 	else
@@ -506,7 +537,7 @@ static __noinline void recompute(struct task_struct *p, struct task_ctx *tctx,
 	tctx->cls = cls;
 	count_class(tctx, s, cls);
 
-	nice = tctx->in.static_prio - 120 + prio;
+	nice = tctx->in.static_prio - 120 + e.prio;
 	if (nice < -20)
 		nice = -20;
 	if (nice > 19)
@@ -514,7 +545,52 @@ static __noinline void recompute(struct task_struct *p, struct task_ctx *tctx,
 	idx = nice + 20;
 	weight = MEMBER_VPTR(nice_weight, [idx]);
 	tctx->weight = weight ? *weight : NICE_0_WEIGHT;
-	view_update(p, tctx, prio);
+	view_update(p, tctx, e.prio);
+}
+
+/*
+ * Reads the thread's own hints into *in (its class and priority keys) and
+ * returns tld_object_init()'s result: 0 registered, -ENOENT not registered
+ * (or only the entry an exec could not delete), -EAGAIN throttled (the page
+ * changed again too soon to search it: nothing new is known, so the hints
+ * last read still hold; dropping them would schedule the thread as
+ * unhinted), -EINVAL bad data (no own hints).
+ */
+static __always_inline int read_own_hints(struct task_struct *p, struct task_ctx *tctx,
+					  struct hint_input *in)
+{
+	struct tld_object obj;
+	s32 *v;
+	int ret;
+
+	in->have_own_class = 0;
+	in->have_own_prio = 0;
+	if (unlikely(tctx->stale_cookie)) {
+		struct tld_map_value *val = bpf_task_storage_get(&scx_hints_tld, p, 0, 0);
+
+		if (val && val->meta && TLD_READ_ONCE(val->meta->cookie) == tctx->stale_cookie)
+			return -ENOENT;
+		tctx->stale_cookie = 0;	/* the new image registered */
+	}
+	ret = tld_object_init(p, &tctx->keys, &obj);
+	if (!ret) {
+		v = tld_get(&obj, KEY_SLOT_CLASS, class_key, s32);
+		if (v) {
+			in->have_own_class = 1;
+			in->own_class = READ_ONCE(*v);
+		}
+		v = tld_get(&obj, KEY_SLOT_PRIO, prio_key, s32);
+		if (v) {
+			in->have_own_prio = 1;
+			in->own_prio = READ_ONCE(*v);
+		}
+	} else if (ret == -EAGAIN) {
+		in->have_own_class = tctx->in.have_own_class;
+		in->own_class = tctx->in.own_class;
+		in->have_own_prio = tctx->in.have_own_prio;
+		in->own_prio = tctx->in.own_prio;
+	}
+	return ret;
 }
 
 /*
@@ -526,45 +602,20 @@ static __always_inline void refresh_hints(struct task_struct *p, struct task_ctx
 					  struct hinted_stats *s)
 {
 	struct hint_input in = {};
-	struct tld_object obj;
 	bool rule_changed;
-	s32 *v;
-	int ret;
 
 #ifndef SCX_HINTED_NO_HINT_READS
-	if (unlikely(tctx->tld_stale)) {
-		ret = bpf_task_storage_delete(&scx_hints_tld, p);
-		tctx->tld_stale = ret && ret != -ENOENT;
-	}
-	ret = tctx->tld_stale ? -ENOENT : tld_object_init(p, &tctx->keys, &obj);
-	if (!ret) {
+	switch (read_own_hints(p, tctx, &in)) {
+	case 0:
 		set_registered(tctx, s, true);
-		v = tld_get(&obj, KEY_SLOT_CLASS, class_key, s32);
-		if (v) {
-			in.have_own_class = 1;
-			in.own_class = READ_ONCE(*v);
-		}
-		v = tld_get(&obj, KEY_SLOT_PRIO, prio_key, s32);
-		if (v) {
-			in.have_own_prio = 1;
-			in.own_prio = READ_ONCE(*v);
-		}
-	} else if (ret == -ENOENT) {
+		break;
+	case -ENOENT:
 		set_registered(tctx, s, false);
-	} else if (ret == -EAGAIN) {
-		/* Throttled (the page changed again too soon to search it):
-		 * nothing is known now, so the hints last read still hold;
-		 * dropping them would schedule the thread as unhinted, and an
-		 * exec just then would hand that down as its inherited class. */
-		in.have_own_class = tctx->in.have_own_class;
-		in.own_class = tctx->in.own_class;
-		in.have_own_prio = tctx->in.have_own_prio;
-		in.own_prio = tctx->in.own_prio;
+		break;
 	}
 #else
 	/* Benchmark build (BPF_EXTRA_CFLAGS_POST_INCL=-DSCX_HINTED_NO_HINT_READS):
 	 * no hint read, to measure what the reads cost. */
-	(void)obj; (void)v; (void)ret;
 #endif
 	in.policy = p->policy;
 	in.static_prio = p->static_prio;
@@ -1278,35 +1329,49 @@ void BPF_STRUCT_OPS(hinted_exit_task, struct task_struct *p, struct scx_exit_tas
  * them: drop it. Its effective hints carry over as inherited ones (as nice
  * and SCHED_IDLE survive exec) until the new image publishes its own.
  *
- * The order matters. The hints are read now, not taken from the last
- * decision: a launcher that sets its class and execs at once (scx-hint run)
- * would otherwise hand down what it had before. And they become inherited
- * before the entry goes: this program can be preempted, and a decision in
- * between that finds no entry recomputes from the inherited hints, which
- * must already be the new ones (else the class is lost for good, as seen in
- * CI). A delete that fails (the storage lock busy) is retried at the task's
- * next decision rather than leaving the old image readable.
+ * The hints are read here, not taken from the last decision: a launcher
+ * that sets its class and execs at once (scx-hint run) hands that class
+ * down. Only inherited hints, the key cache and the own-hint inputs are
+ * written (no gauge: this runs without the locks a decision holds); the
+ * next decision recomputes and counts. A privileged claim is judged by the
+ * credentials it was made under: not those a setuid exec just installed. A
+ * delete that fails (the storage busy) leaves an entry that decisions
+ * ignore by its cookie until the new image registers its own.
  */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(hinted_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
 	struct task_ctx *tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
-	long ret;
+	struct tld_map_value *val;
+	struct hint_input in;
+	struct eff_hints e;
+	u32 cookie = 0;
 
 	if (tctx) {
-		refresh_hints(p, tctx, stats_get());
+		in = tctx->in;
+		read_own_hints(p, tctx, &in);
 		if (inherit_on_fork) {
-			tctx->inh_class = tctx->hint_class;
-			tctx->inh_prio = tctx->hint_prio;
-			tctx->have_inh_prio = tctx->have_hint_prio;
+			resolve_hints(p, tctx, &in, !BPF_CORE_READ_BITFIELD(bprm, secureexec), &e);
+			tctx->inh_class = e.cls;
+			tctx->inh_prio = e.prio;
+			tctx->have_inh_prio = e.have_prio;
 		} else {
 			tctx->inh_class = CLASS_NONE;
 			tctx->have_inh_prio = 0;
 		}
 	}
-	ret = bpf_task_storage_delete(&scx_hints_tld, p);
+	val = bpf_task_storage_get(&scx_hints_tld, p, 0, 0);
+	if (!val)
+		goto new_image;
+	if (val->meta)
+		cookie = TLD_READ_ONCE(val->meta->cookie);
+	if (bpf_task_storage_delete(&scx_hints_tld, p) && tctx)
+		tctx->stale_cookie = cookie;
+new_image:
 	if (tctx) {
-		tctx->tld_stale = ret && ret != -ENOENT;
+		__builtin_memset(&tctx->keys, 0, sizeof(tctx->keys));
+		tctx->in.have_own_class = 0;
+		tctx->in.have_own_prio = 0;
 		tctx->in.valid = 0;	/* recompute at the next decision */
 	}
 	return 0;

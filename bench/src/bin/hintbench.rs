@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use scx_hints_bench::hintbench::{calib, report, scenarios, suite};
+use scx_hints_bench::hintbench::{calib, compare, report, scenarios, suite};
 
 #[derive(Parser)]
 #[command(about = "Scheduler comparisons with and without scx-hints hints")]
@@ -61,6 +61,16 @@ enum Cmd {
     },
     /// Measure and print the calibration only.
     Calibrate,
+    /// How closely two full runs agree: their calibrations, how many goal
+    /// lines get the same verdict, how far apart the values are, and every
+    /// goal line side by side (markdown).
+    Compare {
+        /// summary.json of the first run (`target/bench/sched/summary.json`
+        /// of a full `cargo xtask bench sched`, kept aside).
+        a: PathBuf,
+        /// summary.json of the second run.
+        b: PathBuf,
+    },
     /// Turn results into tables, plots and goal lines.
     Report {
         /// The results JSON of `hintbench suite`.
@@ -172,6 +182,10 @@ fn run() -> Result<()> {
         Cmd::Calibrate => {
             let c = calib::measure(scx_hints_bench::env::cpus())?;
             println!("{}", c.line());
+            Ok(())
+        }
+        Cmd::Compare { a, b } => {
+            print!("{}", compare::compare(&a, &b)?);
             Ok(())
         }
         Cmd::Report {

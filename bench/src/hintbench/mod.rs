@@ -9,6 +9,7 @@
 
 pub mod apps;
 pub mod calib;
+pub mod compare;
 pub mod report;
 pub mod scenarios;
 pub mod sched;

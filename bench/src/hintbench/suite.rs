@@ -44,7 +44,7 @@ fn contender(
 /// scenarios, the app's own background threads (or bulk role) in the
 /// app-knowledge ones, where other users' hogs are never treated.
 pub fn all_contenders() -> Vec<Contender> {
-    use LatencyClass::{Background, Interactive};
+    use LatencyClass::{Background, Batch, Interactive};
     let none = Treatment::NONE;
     vec![
         contender(
@@ -112,6 +112,14 @@ pub fn all_contenders() -> Vec<Contender> {
             "scx_hinted, latency threads interactive, load / background threads background",
         ),
         contender(
+            "hinted-batch",
+            Some("hinted"),
+            Treatment::hint(Interactive),
+            Treatment::hint(Batch),
+            "scx_hinted, latency threads interactive, the app's other threads batch \
+             (app-knowledge scenarios: the hint for bulk work that requests wait on)",
+        ),
+        contender(
             "bpfland",
             Some("bpfland"),
             none,
@@ -145,6 +153,12 @@ pub const UNPRIVILEGED_KNOBS: [&str; 4] = [
 
 /// The published sched_ext schedulers' contenders.
 pub const PUBLISHED: [&str; 3] = ["bpfland", "lavd", "cosmos"];
+
+/// The hint combinations an app-knowledge scenario's app can choose from
+/// for its other threads, as it would choose a knob: background (run when
+/// nothing else wants the CPU) or batch (a fair share, no latency). The
+/// goals compare the better of the two, like the best knob.
+pub const HINT_CHOICES: [&str; 2] = ["hinted-both", "hinted-batch"];
 
 /// What a plan runs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -269,6 +283,10 @@ impl Plan {
 pub fn runs_under(s: Scenario, c: &Contender) -> bool {
     let n = c.name.as_str();
     let published = PUBLISHED.contains(&n);
+    if n == "hinted-batch" {
+        // Elsewhere the load is another user's: the app cannot hint it.
+        return s.app_knowledge();
+    }
     match s {
         Scenario::RenderIdle => n == "eevdf",
         Scenario::Messaging | Scenario::Hackbench => {

@@ -50,8 +50,8 @@ fn describe(child: &mut Child) -> String {
                 .filter_map(|c| c.parse().ok())
                 .map(threads_of)
                 .collect();
-            // Forks that took a class over from their parent: scx-hint's
-            // helper threads count once the scheduler read its class.
+            // Forks that took a class over from their parent (stress-ng's
+            // workers, once the scheduler handed the class down at exec).
             let inherited = stats().map_or(f64::NAN, |s| s.get("inherited"));
             format!(
                 "threads: {}; children: [{}]; forks that inherited a class: {inherited}",

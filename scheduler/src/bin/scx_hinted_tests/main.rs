@@ -84,8 +84,8 @@ struct Args {
     #[arg(long, hide = true)]
     spin: Option<u64>,
 
-    /// Internal: a child that hints background, spins a second, then execs
-    /// `--spin N` (a program that publishes no hint).
+    /// Internal: a child that hints background, runs until the scheduler
+    /// read it, then execs `--spin N` (a program that publishes no hint).
     #[arg(long, hide = true)]
     exec_spin: Option<u64>,
 

@@ -87,7 +87,7 @@ fn worker_of(pid: u32, timeout: Duration) -> Result<i32> {
 }
 
 /// Polls the view of `tid` until `cond` holds; the last view otherwise.
-fn wait_view(
+pub(crate) fn wait_view(
     views: &Views,
     tid: i32,
     what: &str,
