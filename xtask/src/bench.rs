@@ -88,6 +88,11 @@ pub struct BenchArgs {
     /// build).
     #[arg(long)]
     pub no_published: bool,
+    /// sched: only these scenarios (comma-separated, e.g. roles,roles-hogs),
+    /// at every level and repetition of the plan; the report then holds
+    /// only their tables and goal lines.
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    pub scenarios: Vec<String>,
 }
 
 pub fn run(args: BenchArgs) -> Result<i32> {
@@ -106,7 +111,7 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         }
     }
     if matches!(args.which, Which::All | Which::Sched) {
-        rc = rc.max(sched(args.quick, !args.no_published)?);
+        rc = rc.max(sched(args.quick, !args.no_published, &args.scenarios)?);
     }
     if args.which == Which::Scale {
         rc = rc.max(crate::scale::run(args.quick)?);
@@ -148,13 +153,13 @@ fn hint_cost(args: &BenchArgs) -> Result<i32> {
 
 /// `cargo xtask bench sched [--quick]`: returns 0 if the suite ran and the
 /// report is complete (goals missed do not fail it; they are printed).
-fn sched(quick: bool, published: bool) -> Result<i32> {
+fn sched(quick: bool, published: bool, scenarios: &[String]) -> Result<i32> {
     let pubs = if published {
         Published::build()
     } else {
         Published::none()
     };
-    let outcome = run_suite(if quick { "quick" } else { "full" }, &pubs)?;
+    let outcome = run_suite(if quick { "quick" } else { "full" }, &pubs, scenarios)?;
     let out_dir = outcome.dir.clone();
     let text = report(&outcome, &["--out-dir", &out_dir.to_string_lossy()])?;
     println!("{text}");
@@ -178,7 +183,7 @@ pub fn smoke(with_published: bool) -> Result<()> {
     } else {
         Published::none()
     };
-    let outcome = run_suite("quick", &pubs)?;
+    let outcome = run_suite("quick", &pubs, &[])?;
     let out_dir = outcome.dir.clone();
     let text = report(
         &outcome,
@@ -333,7 +338,7 @@ fn target_dir() -> PathBuf {
 /// Builds scx_hinted and hintbench (release), then runs `hintbench suite
 /// --plan PLAN` on the host if it has sched_ext and we are root, else in
 /// one guest boot from tmpfs; the results land in target/bench/<dir>.
-pub fn run_suite(plan: &str, pubs: &Published) -> Result<SuiteOutcome> {
+pub fn run_suite(plan: &str, pubs: &Published, scenarios: &[String]) -> Result<SuiteOutcome> {
     crate::setup::host()?;
     let noreads = (plan != "demo").then(build_noreads);
     let rel = crate::test::build_scheduler()?;
@@ -373,6 +378,9 @@ pub fn run_suite(plan: &str, pubs: &Published) -> Result<SuiteOutcome> {
         ));
         let mut cmd = Command::new(&hintbench);
         cmd.args(["suite", "--plan", plan, "--out"]).arg(&results);
+        if !scenarios.is_empty() {
+            cmd.arg("--scenarios").arg(scenarios.join(","));
+        }
         for (k, bin) in &scheds {
             cmd.arg("--sched")
                 .arg(format!("{k}={}", bin.to_string_lossy()));
@@ -391,7 +399,7 @@ pub fn run_suite(plan: &str, pubs: &Published) -> Result<SuiteOutcome> {
         };
         let job = crate::vm::GuestJob::new(
             format!("hintbench {plan}"),
-            guest_script(plan, &hintbench, &scheds),
+            guest_script(plan, &hintbench, &scheds, scenarios),
             timeout,
         );
         let out = guest.run(&job)?;
@@ -415,10 +423,21 @@ pub fn run_suite(plan: &str, pubs: &Published) -> Result<SuiteOutcome> {
 /// programs run from the 9p root can stall the guest), runs the suite with
 /// its results in tmpfs, and copies them to $GUEST_OUT once every scheduler
 /// is detached.
-fn guest_script(plan: &str, hintbench: &Path, scheds: &[(String, PathBuf)]) -> String {
+fn guest_script(
+    plan: &str,
+    hintbench: &Path,
+    scheds: &[(String, PathBuf)],
+    scenarios: &[String],
+) -> String {
     let q = |p: &Path| crate::vm::shell_quote(&p.to_string_lossy());
     let mut stage = vec![q(hintbench)];
     let mut args = String::new();
+    if !scenarios.is_empty() {
+        args += &format!(
+            " --scenarios {}",
+            crate::vm::shell_quote(&scenarios.join(","))
+        );
+    }
     for (k, bin) in scheds {
         stage.push(q(bin));
         let name = bin.file_name().unwrap_or_default().to_string_lossy();

@@ -19,7 +19,7 @@ use anyhow::Result;
 pub fn run() -> Result<i32> {
     let start = std::time::Instant::now();
     let pubs = bench::Published::build();
-    let outcome = bench::run_suite("demo", &pubs)?;
+    let outcome = bench::run_suite("demo", &pubs, &[])?;
     step(format!(
         "demo results in {} ({:.0} s in all)",
         outcome.dir.display(),

@@ -37,6 +37,10 @@ enum Cmd {
         /// Repetitions (default: the plan's).
         #[arg(long)]
         reps: Option<usize>,
+        /// Only these scenarios of the plan (comma-separated names, as
+        /// `once` takes them), at the plan's levels and repetitions.
+        #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+        scenarios: Vec<String>,
     },
     /// Calibrate (work-loop rate per vCPU, wakeup round trip), then run
     /// one scenario once under whatever scheduler is attached and print its
@@ -103,10 +107,23 @@ fn run() -> Result<()> {
             out,
             tmp,
             reps,
+            scenarios,
         } => {
             let mut plan = suite::Plan::named(&plan)?;
             if let Some(r) = reps {
                 plan.reps = r.max(1);
+            }
+            if !scenarios.is_empty() {
+                plan.scenarios = scenarios
+                    .iter()
+                    .map(|n| {
+                        scenarios::Scenario::by_name(n).with_context(|| {
+                            let all: Vec<_> =
+                                scenarios::Scenario::ALL.iter().map(|s| s.name()).collect();
+                            format!("unknown scenario {n:?} (one of {})", all.join(", "))
+                        })
+                    })
+                    .collect::<Result<_>>()?;
             }
             let mut map = BTreeMap::new();
             for s in scheds {
