@@ -66,7 +66,8 @@ an unprivileged user, other users' hogs as another), the limit case \
 frame-over-share, and 160-thread messaging. scx_bpfland, scx_lavd and \
 scx_cosmos are built once from crates.io with `cargo install` into \
 target/xtask/scx-published (a crate that cannot be built is reported and left \
-out). Output under target/bench/sched (or sched-quick): results.json (with the \
+out). Output under target/bench/sched (sched-quick; with --scenarios \
+sched-NAME-...): results.json (with the \
 calibrations), summary.json, report.md, load-*.svg (p99 against offered load \
 per scenario), and lines `goal <name>: <ratio> (target <op> <target>) \
 met|missed`. The full run takes about 35 minutes; --quick (one level per \
@@ -352,11 +353,16 @@ pub fn run_suite(plan: &str, pubs: &Published, scenarios: &[String]) -> Result<S
         "--bin",
         "hintbench",
     ]))?;
-    let dir = target_dir().join("bench").join(match plan {
-        "full" => "sched",
-        "quick" => "sched-quick",
-        other => other,
-    });
+    let mut name = match plan {
+        "full" => "sched".to_string(),
+        "quick" => "sched-quick".to_string(),
+        other => other.to_string(),
+    };
+    if !scenarios.is_empty() {
+        // A partial run must not overwrite the full run's results.
+        name = format!("{name}-{}", scenarios.join("-"));
+    }
+    let dir = target_dir().join("bench").join(name);
     std::fs::create_dir_all(&dir)?;
     let results = dir.join("results.json");
     let _ = std::fs::remove_file(&results);

@@ -114,8 +114,10 @@ fn run() -> Result<()> {
                 plan.reps = r.max(1);
             }
             if !scenarios.is_empty() {
+                let mut seen = std::collections::BTreeSet::new();
                 plan.scenarios = scenarios
                     .iter()
+                    .filter(|n| seen.insert(n.as_str()))
                     .map(|n| {
                         scenarios::Scenario::by_name(n).with_context(|| {
                             let all: Vec<_> =

@@ -31,7 +31,14 @@ struct GoalLine {
     measured: Option<f64>,
     op: String,
     target: f64,
+    /// Runs that fell behind, left out of (or making up) a median.
+    #[serde(default)]
+    caveat: String,
 }
+
+/// Goal lines that measure the run, not the scheduling: left out of the
+/// tolerance figures (they are in the table).
+const NOT_OUTCOMES: [&str; 2] = ["calibration_drift_pct", "bpf_hint_read_ns_per_enqueue"];
 
 impl GoalLine {
     fn met(&self) -> Option<bool> {
@@ -51,12 +58,39 @@ impl GoalLine {
 
 fn load(path: &Path) -> Result<Summary> {
     let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&text).with_context(|| {
+    let s: Summary = serde_json::from_slice(&text).with_context(|| {
         format!(
             "parsing {} (the summary.json a full `cargo xtask bench sched` writes)",
             path.display()
         )
-    })
+    })?;
+    let mut names = std::collections::BTreeSet::new();
+    for g in &s.goals {
+        if g.op != "<=" && g.op != ">=" {
+            bail!(
+                "{}: goal {} has operator {:?}",
+                path.display(),
+                g.name,
+                g.op
+            );
+        }
+        if !names.insert(g.name.as_str()) {
+            bail!("{}: goal {} appears twice", path.display(), g.name);
+        }
+    }
+    if s.calibrations.is_empty() {
+        bail!("{}: no calibration", path.display());
+    }
+    Ok(s)
+}
+
+/// `x / y`, or "-" when it means nothing.
+fn quotient(x: f64, y: f64) -> String {
+    if x > 0.0 && y > 0.0 {
+        format!("{:.2}x", x / y)
+    } else {
+        "-".into()
+    }
 }
 
 fn verdict(met: Option<bool>) -> &'static str {
@@ -80,11 +114,11 @@ fn at(v: &[f64], q: f64) -> f64 {
 pub fn compare(a_path: &Path, b_path: &Path) -> Result<String> {
     let (a, b) = (load(a_path)?, load(b_path)?);
     let b_goals: BTreeMap<&str, &GoalLine> = b.goals.iter().map(|g| (g.name.as_str(), g)).collect();
+    let a_names: std::collections::BTreeSet<&str> =
+        a.goals.iter().map(|g| g.name.as_str()).collect();
     let mut out = String::new();
     for (label, s) in [("A", &a), ("B", &b)] {
-        let Some(first) = s.calibrations.first() else {
-            bail!("run {label} has no calibration");
-        };
+        let first = &s.calibrations[0];
         let _ = writeln!(
             out,
             "- run {label} (kernel {}): {}; drift over the run {:+.1}%",
@@ -96,13 +130,15 @@ pub fn compare(a_path: &Path, b_path: &Path) -> Result<String> {
     let (ca, cb) = (&a.calibrations[0], &b.calibrations[0]);
     let _ = writeln!(
         out,
-        "- capacity B/A {:.2}x, wakeup round trip B/A {:.2}x\n",
-        cb.units_per_cpu_ms / ca.units_per_cpu_ms,
-        cb.wake_rtt_us / ca.wake_rtt_us
+        "- capacity B/A {}, wakeup round trip B/A {}\n",
+        quotient(cb.units_per_cpu_ms, ca.units_per_cpu_ms),
+        quotient(cb.wake_rtt_us, ca.wake_rtt_us)
     );
 
     let mut rows = String::new();
-    let (mut both, mut agree, mut only_a, mut only_b) = (0, 0, 0, 0);
+    let (mut both, mut agree, mut only_a) = (0, 0, 0);
+    let only_b = b_goals.keys().filter(|n| !a_names.contains(*n)).count();
+    let mut caveats = 0;
     let (mut ratios, mut points) = (Vec::new(), Vec::new());
     let mut flips = Vec::new();
     for ga in &a.goals {
@@ -111,17 +147,24 @@ pub fn compare(a_path: &Path, b_path: &Path) -> Result<String> {
             continue;
         };
         let (va, vb) = (ga.met(), gb.met());
+        let outcome = !NOT_OUTCOMES.contains(&ga.name.as_str());
         let spread = match (ga.measured, gb.measured) {
             (Some(x), Some(y)) if ga.is_percent() => {
-                points.push((y - x).abs());
+                if outcome {
+                    points.push((y - x).abs());
+                }
                 format!("{:+.1} pts", y - x)
             }
             (Some(x), Some(y)) if x > 0.0 && y > 0.0 => {
-                ratios.push((y / x).max(x / y));
+                if outcome {
+                    ratios.push((y / x).max(x / y));
+                }
                 format!("{:.2}x", y / x)
             }
             _ => "-".into(),
         };
+        let marked = !ga.caveat.is_empty() || !gb.caveat.is_empty();
+        caveats += marked as usize;
         if va.is_some() && vb.is_some() {
             both += 1;
             if va == vb {
@@ -132,8 +175,9 @@ pub fn compare(a_path: &Path, b_path: &Path) -> Result<String> {
         }
         let _ = writeln!(
             rows,
-            "| {} | {} {} | {} | {} | {} | {} {} |",
+            "| {}{} | {} {} | {} | {} | {} | {} {} |",
             ga.name,
+            if marked { " *" } else { "" },
             ga.op,
             ga.target,
             value(ga.measured),
@@ -143,7 +187,6 @@ pub fn compare(a_path: &Path, b_path: &Path) -> Result<String> {
             if va == vb { "=" } else { "≠" },
         );
     }
-    only_b += b.goals.len() - (a.goals.len() - only_a);
     ratios.sort_by(f64::total_cmp);
     points.sort_by(f64::total_cmp);
     let _ = writeln!(
@@ -178,6 +221,18 @@ pub fn compare(a_path: &Path, b_path: &Path) -> Result<String> {
             at(&points, 0.5),
             at(&points, 0.9),
             points[points.len() - 1]
+        );
+    }
+    let _ = writeln!(
+        out,
+        "(The spread leaves out {}: they measure the run, not the scheduling.)",
+        NOT_OUTCOMES.join(" and ")
+    );
+    if caveats > 0 {
+        let _ = writeln!(
+            out,
+            "{caveats} goal lines marked * have, in one run or both, medians that left \
+             out runs that fell behind or are made of such runs only (see each run's report)."
         );
     }
     if only_a + only_b > 0 {
@@ -241,6 +296,25 @@ mod tests {
         assert!(md.contains("at most 2.00x for half"), "{md}");
         assert!(md.contains("+3.0 pts"), "{md}");
         assert!(md.contains("1 in A, 0 in B"), "{md}");
+    }
+
+    #[test]
+    fn duplicate_goal_names_are_an_error() {
+        let dir = std::env::temp_dir().join(format!("hintbench-dup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = dir.join("a.json");
+        std::fs::write(
+            &a,
+            summary(
+                r#"{"name":"x_p99","measured":0.5,"op":"<=","target":1.0},
+                   {"name":"x_p99","measured":0.6,"op":"<=","target":1.0}"#,
+                800.0,
+            ),
+        )
+        .unwrap();
+        let err = compare(&a, &a).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(format!("{err:#}").contains("appears twice"), "{err:#}");
     }
 
     #[test]

@@ -124,6 +124,18 @@ impl Scenario {
         )
     }
 
+    /// The contender whose hints the app-knowledge goals judge: the hint
+    /// the app gives its other threads, chosen in advance from what they do
+    /// (docs/adopting.md), not from the results. The roles workers' bulk
+    /// phase is work their next request waits on: batch. The frame-mix
+    /// background threads are work nobody waits on: background.
+    pub fn hinted_contender(self) -> &'static str {
+        match self {
+            Scenario::Roles | Scenario::RolesHogs => "hinted-batch",
+            _ => "hinted-both",
+        }
+    }
+
     /// The load levels it runs at: a shape fixed by design (hogs saturate
     /// the machine, a closed loop, the limit case) runs once, at `Fixed`.
     pub fn levels(self) -> &'static [Level] {

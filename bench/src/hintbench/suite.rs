@@ -154,12 +154,6 @@ pub const UNPRIVILEGED_KNOBS: [&str; 4] = [
 /// The published sched_ext schedulers' contenders.
 pub const PUBLISHED: [&str; 3] = ["bpfland", "lavd", "cosmos"];
 
-/// The hint combinations an app-knowledge scenario's app can choose from
-/// for its other threads, as it would choose a knob: background (run when
-/// nothing else wants the CPU) or batch (a fair share, no latency). The
-/// goals compare the better of the two, like the best knob.
-pub const HINT_CHOICES: [&str; 2] = ["hinted-both", "hinted-batch"];
-
 /// What a plan runs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Plan {
