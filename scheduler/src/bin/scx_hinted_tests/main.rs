@@ -84,6 +84,11 @@ struct Args {
     #[arg(long, hide = true)]
     spin: Option<u64>,
 
+    /// Internal: a child that claims critical, runs until the scheduler
+    /// read the claim, then execs PATH `--spin 30` (a setuid copy).
+    #[arg(long, hide = true, value_name = "PATH")]
+    exec_claim: Option<PathBuf>,
+
     /// Internal: a child that hints background, runs until the scheduler
     /// read it, then execs `--spin N` (a program that publishes no hint).
     #[arg(long, hide = true)]
@@ -132,6 +137,9 @@ fn main() {
     }
     if let Some(spec) = args.app {
         std::process::exit(security_tests::app_child(&spec));
+    }
+    if let Some(path) = args.exec_claim {
+        std::process::exit(tests::exec_claim(&path));
     }
     if let Some(secs) = args.exec_spin {
         std::process::exit(tests::exec_spin(secs));

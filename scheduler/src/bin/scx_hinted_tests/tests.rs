@@ -33,6 +33,7 @@ pub const TESTS: &[(&str, TestFn)] = &[
     ("kill9", kill9),
     ("latency", latency),
     ("exec", exec),
+    ("exec_setuid", exec_setuid),
     ("launcher", crate::launcher::launcher),
     ("rules", crate::rules_tests::rules),
     ("hint_backfire", policy_tests::hint_backfire),
@@ -717,6 +718,120 @@ pub fn exec_spin(secs: u64) -> i32 {
     let err = Command::new(exe).args(["--spin", &secs.to_string()]).exec();
     eprintln!("exec failed: {err}");
     4
+}
+
+/// The `--exec-claim PATH` child (run unprivileged): publishes batch until
+/// the scheduler read it, then claims critical and at once execs PATH
+/// `--spin 30`: the scheduler first sees the claim at the exec, as after
+/// `scx-hint run --class critical`.
+pub fn exec_claim(path: &std::path::Path) -> i32 {
+    use std::os::unix::process::CommandExt;
+    scx_hints::set_latency_class(Batch);
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    let Ok(views) = scx_hints::view::Views::open() else {
+        return 5;
+    };
+    let seen = Instant::now() + Duration::from_secs(10);
+    loop {
+        match views.get(tid) {
+            Ok(Some(v)) if v.own_class == Some(Batch as i32) => break,
+            _ if Instant::now() > seen => return 6,
+            _ => std::hint::spin_loop(),
+        }
+    }
+    scx_hints::set_latency_class(Critical);
+    let err = Command::new(path).args(["--spin", "30"]).exec();
+    eprintln!("exec {} failed: {err}", path.display());
+    4
+}
+
+/// The program's own ELF file: a staged program runs through a script in
+/// `bin/` that starts `prog/NAME` with the ELF loader.
+fn own_elf(env: &Env) -> std::path::PathBuf {
+    let staged = env
+        .self_exe
+        .parent()
+        .and_then(|bin| bin.parent())
+        .zip(env.self_exe.file_name())
+        .map(|(root, name)| root.join("prog").join(name));
+    match staged {
+        Some(p) if p.is_file() => p,
+        _ => env.self_exe.clone(),
+    }
+}
+
+/// An exec that raises the credentials (setuid root) hands down an
+/// unprivileged claim clamped: the image that claimed critical had no right
+/// to it, and the root credentials the exec installs did not make the claim.
+fn exec_setuid(env: &Env) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = env.tmp.join("suid");
+    std::fs::create_dir_all(&dir)?;
+    // The test tmpfs may be nosuid: a mount of its own is not.
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "mode=0755", "scx-suid"])
+        .arg(&dir)
+        .status()
+        .context("running mount")?;
+    ensure!(mounted.success(), "mounting a tmpfs on {}", dir.display());
+    let result = (|| -> Result<String> {
+        let suid = dir.join("suid-spin");
+        std::fs::copy(own_elf(env), &suid).context("copying this program")?;
+        std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755))?;
+        let mut sched = Sched::start(env, &[])?;
+        let views = scx_hints::view::Views::open().context("opening the task view")?;
+        let mut child = Command::new(&env.self_exe)
+            .arg("--exec-claim")
+            .arg(&suid)
+            // No watcher thread: its fork would make the scheduler read the
+            // claim before the exec, under the old credentials.
+            .env("SCX_HINTS_WATCH", "0")
+            .uid(65534)
+            .gid(65534)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("spawning the claiming child as uid 65534")?;
+        let tid = child.id() as i32;
+        let seen = crate::rules_tests::wait_view(&views, tid, "after the setuid exec", |v| {
+            v.class_source == scx_hints::view::Source::Inherited && !v.registered
+        });
+        let euid = std::fs::read_to_string(format!("/proc/{tid}/status"))
+            .ok()
+            .and_then(|st| {
+                st.lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|ids| ids.split_whitespace().nth(1).map(String::from))
+            });
+        let status = child.try_wait().ok().flatten();
+        let _ = child.kill();
+        let _ = child.wait();
+        if let Some(status) = status {
+            bail!("the child ended early ({status}): exec failed or its claim was never read");
+        }
+        let v = seen?;
+        ensure!(
+            euid.as_deref() == Some("0"),
+            "the exec did not raise the child's credentials (effective uid {euid:?}): \
+             the test proves nothing"
+        );
+        ensure!(
+            v.class == Interactive,
+            "after a setuid exec the unprivileged critical claim was handed down as {:?} \
+             (expected interactive: clamped)",
+            v.class
+        );
+        sched.check()?;
+        sched.stop()?;
+        Ok(
+            "critical claimed by uid 65534, then a setuid-root exec: inherited as \
+            interactive (clamped), effective uid 0"
+                .into(),
+        )
+    })();
+    let _ = Command::new("umount").arg(&dir).status();
+    result
 }
 
 /// exec() drops the old image's TLD entry (its pages are no longer read or
