@@ -3,9 +3,9 @@
 //! (`cargo xtask vm --topology 2s2c2t`; `cargo xtask test` boots one for
 //! them) and run only when named.
 //!
-//! - `topo_work_conservation`: more unpinned CPU hogs than CPUs, all queued
-//!   in one LLC while the other's CPUs are taken, then those CPUs freed: no
-//!   CPU may stay idle while the other LLC has work queued.
+//! - `topo_work_conservation`: unpinned CPU hogs queued in LLC 0 while all
+//!   CPUs are taken, then LLC 1's CPUs freed: no CPU may stay idle while the
+//!   other LLC has work queued.
 //! - `topo_cross_llc`: a periodic thread hinted interactive, started in
 //!   LLC 0 and allowed everywhere, while LLC 0 is saturated: it must run in
 //!   LLC 1, first idle, then busy with a lower class (batch) while LLC 0's
@@ -108,34 +108,53 @@ fn cpu_times() -> Result<Vec<(u64, u64)>> {
 fn work_conservation(env: &Env) -> Result<String> {
     let llcs = llcs()?;
     let all = llcs.concat();
-    let mut sched = Sched::start(env, &[])?;
-    let n = all.len();
+    // The starvation guard off: it would run the queued hogs (below) in
+    // LLC 0 after 1 s, and they could then move at their next enqueue;
+    // what is tested is that LLC 1's CPUs take them when they go idle.
+    let mut sched = Sched::start(env, &["--starve-ms", "0"])?;
 
-    // LLC 1's CPUs taken by pinned hogs, so that the unpinned ones, forked
-    // from a thread in LLC 0, queue in LLC 0.
+    // LLC 1's CPUs taken by pinned hogs, LLC 0's by pinned hogs of high
+    // weight (priority -20, allowed as root), and unpinned hogs of low
+    // weight (priority 19), forked from a thread in LLC 0: they queue in
+    // LLC 0, where they get a slice every few seconds. Then LLC 1's hogs
+    // stop.
     let blockers = pinned_hogs(&llcs[1], 1, Kind::Hog, None);
+    let mut hogs: Vec<Worker> = llcs[0]
+        .iter()
+        .map(|_| {
+            let set = llcs[0].clone();
+            Worker::spawn(
+                Spec::new(Kind::Hog, None)
+                    .prio(-20)
+                    .setup(move || pin_self(&set)),
+            )
+        })
+        .collect();
     sleep(Duration::from_millis(300));
-    let llc0 = llcs[0].clone();
-    let widen = all.clone();
-    let hogs: Vec<Worker> = std::thread::spawn(move || {
+    let (llc0, widen, nr_queued) = (llcs[0].clone(), all.clone(), llcs[1].len());
+    let queued: Vec<Worker> = std::thread::spawn(move || {
         pin_self(&llc0);
-        (0..n + n / 2)
+        (0..nr_queued)
             .map(|_| {
                 let set = widen.clone();
-                Worker::spawn(Spec::new(Kind::Hog, None).setup(move || pin_self(&set)))
+                Worker::spawn(Spec::new(Kind::Hog, None).setup(move || {
+                    pin_self(&set);
+                    let _ = scx_hints::set_priority(19);
+                }))
             })
             .collect()
     })
     .join()
     .map_err(|_| anyhow::anyhow!("the hog spawner panicked"))?;
-    sleep(Duration::from_secs(1));
+    hogs.extend(queued);
+    sleep(Duration::from_millis(1500));
     let steals0 = stats()?.get("llc_steals");
     workers::stop_all(blockers);
 
-    // The freed CPUs must take queued hogs at once: measure from 0.5 s on.
-    sleep(Duration::from_millis(500));
+    // The freed CPUs must take the queued hogs at once.
+    sleep(Duration::from_millis(200));
     let t0 = cpu_times()?;
-    sleep(Duration::from_secs(3));
+    sleep(Duration::from_millis(1500));
     let t1 = cpu_times()?;
     let steals = stats()?.get("llc_steals") - steals0;
     sched.check()?;
@@ -152,8 +171,10 @@ fn work_conservation(env: &Env) -> Result<String> {
         .collect();
     let shown: Vec<String> = idle.iter().map(|p| format!("{p:.0}")).collect();
     let detail = format!(
-        "{} hogs on {n} CPUs ({} LLCs), idle % per CPU [{}], {steals} tasks stolen across LLCs",
-        n + n / 2,
+        "{} hogs on {} CPUs ({} LLCs; {nr_queued} of low weight queued in LLC 0 when LLC 1's \
+         CPUs were freed), idle % per CPU [{}], {steals} tasks stolen across LLCs",
+        llcs[0].len() + nr_queued,
+        all.len(),
         llcs.len(),
         shown.join(" ")
     );
