@@ -35,9 +35,18 @@ enum hinted_consts {
 	/* Supplementary groups of a thread compared with the allowed gids. */
 	HINTED_MAX_SUPP_GROUPS	= 32,
 
-	/* The two shared dispatch queues. */
-	HINTED_DSQ_FG		= 0,	/* critical, interactive, normal, batch */
-	HINTED_DSQ_BG		= 1,	/* background */
+	/*
+	 * Topology. Each last-level cache (LLC) has two shared dispatch
+	 * queues: foreground (critical, interactive, normal, batch) with id
+	 * HINTED_DSQ_FG_BASE + LLC index, and background with id
+	 * HINTED_DSQ_BG_BASE + LLC index. LLC indexes are dense, 0 to
+	 * nr_llcs - 1, given by user space (scheduler/src/topology.rs); more
+	 * LLCs than HINTED_MAX_LLCS are folded together.
+	 */
+	HINTED_MAX_CPUS		= 512,
+	HINTED_MAX_LLCS		= 64,
+	HINTED_DSQ_FG_BASE	= 0,
+	HINTED_DSQ_BG_BASE	= HINTED_MAX_LLCS,
 };
 
 /*
@@ -71,6 +80,8 @@ struct hinted_stats {
 	u64 bad_class;		/* latency-class values outside the vocabulary (ignored) */
 	u64 bad_prio;		/* priority values outside -20..19 (clamped into range) */
 	u64 no_task_ctx;	/* tasks met without a task context (should stay 0) */
+	u64 llc_steals;		/* tasks a CPU took from another LLC's queue */
+	u64 remote_preemptions;	/* wakeups that preempted a CPU of another LLC */
 };
 
 /*

@@ -13,19 +13,19 @@
  *
  * - Weighted virtual time. Every task has a vruntime that advances by
  *   runtime * 1024 / weight; the weight comes from the task's nice value,
- *   shifted by its priority hint (nice + priority, clamped to -20..19). Tasks
- *   wait in a shared queue ordered by virtual deadline = vruntime + the class
- *   slice scaled by weight. The system's virtual time (vtime_now) is the
- *   largest vruntime seen starting to run, of any class, and a slice that
- *   ops.dispatch() refills is charged like a new run. At every enqueue a
- *   task's vruntime is raised to no less than vtime_now minus the class's
- *   wakeup credit ("lag"), so sleeping earns a bounded head start, and
- *   lowered to at most max_lead_ns (20 ms, scaled by weight) ahead of it, so
- *   time charged while a vCPU was stolen cannot leave a task far behind
- *   everyone else. The lead is well above what a task may legitimately run
- *   past vtime_now (its slice plus a tick): forgiving less would forgive
- *   real CPU time, and threads that run long bursts between short naps
- *   would take more than their share.
+ *   shifted by its priority hint (nice + priority, clamped to -20..19).
+ *   Tasks wait in a shared queue of their LLC (below) ordered by virtual
+ *   deadline = vruntime + the class slice scaled by weight. The system's
+ *   virtual time (vtime_now) is the largest vruntime seen starting to run,
+ *   of any class, and a slice that ops.dispatch() refills is charged like a
+ *   new run. At every enqueue a task's vruntime is raised to no less than
+ *   vtime_now minus the class's wakeup credit ("lag"), so sleeping earns a
+ *   bounded head start, and lowered to at most max_lead_ns (20 ms, scaled by
+ *   weight) ahead of it, so time charged while a vCPU was stolen cannot
+ *   leave a task far behind everyone else. The lead is well above what a
+ *   task may legitimately run past vtime_now (its slice plus a tick):
+ *   forgiving less would forgive real CPU time, and threads that run long
+ *   bursts between short naps would take more than their share.
  *
  * - Latency classes. critical and interactive get short slices, small
  *   requests (early deadlines) and a large wakeup credit; they take an idle
@@ -41,6 +41,15 @@
  *   queued, except that each CPU serves it at least once every bg_period_ns
  *   (a guaranteed minimum share; that slice yields only to critical and
  *   interactive, and only after bg_guard_min_ns), so it never starves.
+ *
+ * - Topology. Each last-level cache (LLC) has its own queues (topology.bpf.h);
+ *   a task queues in the LLC of the CPU it was placed on. A CPU serves its
+ *   LLC's queue first and steals from the others before it would go idle,
+ *   and a critical or interactive task first in another LLC's queue beats
+ *   its own LLC's lower classes. Idle CPUs are chosen by the kernel's
+ *   topology-aware search (a whole idle core first, then the task's LLC).
+ *   The wakeup victim search looks at the CPUs of the task's LLC, and for
+ *   critical and interactive tasks a bounded number of others.
  *
  * - Starvation guard. Deadlines scale with the inverse of the weight, so a
  *   nice-19 task among many CPU hogs could wait seconds per slice; a task
@@ -75,6 +84,7 @@
  */
 #include <scx/common.bpf.h>
 #include "intf.h"
+#include "topology.bpf.h"
 #include "tld.bpf.h"
 #include "rules.bpf.h"
 
@@ -82,7 +92,6 @@ char _license[] SEC("license") = "GPL";
 
 UEI_DEFINE(uei);
 
-#define MAX_CPUS		512
 #define NICE_0_WEIGHT		1024
 #define CLASS_NONE		(-1)
 
@@ -156,9 +165,13 @@ static const char prio_key[TLD_NAME_LEN] = SCX_HINT_KEY_PRIORITY;
 
 /* The system's virtual time: the largest vruntime seen starting to run. */
 static u64 vtime_now;
-/* When a CPU last looked for starving tasks in the shared queue. */
-static u64 starve_checked_at;
-static u32 nr_cpus;
+/* Per LLC, on a cache line of its own: written by that LLC's CPUs. */
+struct llc_ctx {
+	u64 starve_checked_at;		/* when a CPU last looked for starving tasks */
+	u64 pad[7];
+};
+
+static struct llc_ctx llc_ctxs[HINTED_MAX_LLCS];
 
 /* What a task's effective hints are computed from; recomputed on change. */
 struct hint_input {
@@ -220,6 +233,7 @@ struct cpu_ctx {
 	u64 cur_start;			/* when it started */
 	u64 cur_dl;			/* its virtual deadline for this slice */
 	u64 bg_last;			/* when background last ran here */
+	u32 rr;				/* rotates the start of bounded looks at other LLCs */
 };
 
 struct {
@@ -744,12 +758,85 @@ static __always_inline bool check_budget(struct task_ctx *tctx, struct hinted_st
 	return true;
 }
 
+/* A victim search in progress (see find_victim()). */
+struct victim_search {
+	u64 now;
+	u64 dl;				/* the waker's virtual deadline */
+	u64 peer_margin;
+	s32 rank;			/* the waker's class rank */
+	s32 best;			/* best CPU so far, -1 if none */
+	s32 best_rank;			/* rank of the task running there */
+	bool peer_ok;
+	bool elevated;
+};
+
+/*
+ * Whether the waker may preempt the task running on cpu, and if so whether
+ * that CPU beats the best so far (it then becomes the best). Returns true
+ * when the search can stop: background runs there, nothing ranks lower.
+ */
+static __always_inline bool consider_victim(struct victim_search *vs, struct task_struct *p,
+					    const struct task_ctx *tctx, s32 cpu)
+{
+	struct cpu_ctx *cctx;
+	u32 zero = 0;
+	s32 vr;
+	bool peer;
+
+	if (cpu < 0 || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+		return false;
+	cctx = bpf_map_lookup_percpu_elem(&cpu_ctxs, &zero, cpu);
+	if (!cctx || READ_ONCE(cctx->claimed))
+		return false;
+	/*
+	 * A background guard slice yields only to critical and interactive,
+	 * and only once it has run bg_guard_min_ns: such a wakeup waits at
+	 * most that long, and background still runs at least that long per
+	 * period on every CPU.
+	 */
+	if (cctx->protected &&
+	    (!vs->elevated || vs->now - READ_ONCE(cctx->cur_start) < bg_guard_min_ns))
+		return false;
+	vr = class_rank(READ_ONCE(cctx->cur_class));
+	peer = vs->peer_ok && vr == vs->rank && vs->best < 0;
+	if (vr >= vs->best_rank && !peer)
+		return false;
+	if (peer) {
+		u64 start = READ_ONCE(cctx->cur_start);
+		u64 ran = vs->now > start ? vs->now - start : 0;
+		u64 vnow = READ_ONCE(cctx->cur_vtime) + scale_inv(ran, READ_ONCE(cctx->cur_weight));
+
+		if (ran < peer_min_run_ns || !time_before(tctx->vtime + vs->peer_margin, vnow))
+			return false;
+	} else if (vr > 0 && !time_before(vs->dl, READ_ONCE(cctx->cur_dl))) {
+		u64 start = READ_ONCE(cctx->cur_start);
+		u64 vnow = READ_ONCE(cctx->cur_vtime) +
+			   scale_inv(vs->now > start ? vs->now - start : 0,
+				     READ_ONCE(cctx->cur_weight));
+
+		/* Not earlier in deadline: still preempt if behind it now. */
+		if (!time_before(tctx->vtime, vnow))
+			return false;
+	}
+	vs->best = cpu;
+	vs->best_rank = vr;
+	return !vr;
+}
+
 /*
  * On a wakeup with no idle CPU: a CPU whose running task the waker may
- * preempt, claimed for this waker (-1 if none). Lowest class first; within
- * a class the scan starts at the task's previous CPU.
+ * preempt, claimed for this waker (-1 if none). Lowest class first.
  *
- * - Background is always preemptible (guard slices excepted, see below).
+ * Where it looks: the CPUs of the LLC of the task's CPU (at most
+ * VICTIM_SCAN of them, starting at that CPU), so that the cost does not
+ * grow with the machine. A critical or interactive task that finds none
+ * there looks at up to VICTIM_SCAN CPUs of the other LLCs (from a random
+ * start): a busy LLC must not hold up a thread hinted for latency while
+ * another LLC runs lower classes. Other classes stay in their LLC (their
+ * cache) and wait in its queue.
+ *
+ * - Background is always preemptible (guard slices excepted, see
+ *   consider_victim()).
  * - A task of another lower class is preempted if the waker's virtual
  *   deadline is earlier than the running task's deadline for its current
  *   slice (as under EEVDF), or the waker is behind it in virtual time now. A
@@ -773,78 +860,88 @@ static __always_inline bool check_budget(struct task_ctx *tctx, struct hinted_st
  */
 static s32 find_victim(struct task_struct *p, struct task_ctx *tctx, s32 cls, u64 dl)
 {
-	s32 rank = class_rank(cls), best = -1, best_rank = rank;
-	bool peer_ok = cls == SCX_HINT_CLASS_NORMAL;
-	bool elevated = cls == SCX_HINT_CLASS_CRITICAL || cls == SCX_HINT_CLASS_INTERACTIVE;
-	u64 peer_margin = scale_inv(class_slice(SCX_HINT_CLASS_NORMAL), tctx->weight);
+	struct victim_search vs = {
+		.now = scx_bpf_now(),
+		.dl = dl,
+		.peer_margin = scale_inv(class_slice(SCX_HINT_CLASS_NORMAL), tctx->weight),
+		.rank = class_rank(cls),
+		.best = -1,
+		.best_rank = class_rank(cls),
+		.peer_ok = cls == SCX_HINT_CLASS_NORMAL,
+		.elevated = is_elevated(cls),
+	};
 	s32 prev = scx_bpf_task_cpu(p);
-	u32 zero = 0, i, n = nr_cpus;
-	u64 now = scx_bpf_now();
+	u32 llc = llc_of(prev), first, nr, start, rest, i, n;
+	bool remote = false;
+	struct hinted_stats *s;
 	struct cpu_ctx *cctx;
+	u32 zero = 0;
 
-	if (n > MAX_CPUS)
-		n = MAX_CPUS;
-	if (prev < 0 || prev >= n)
-		prev = 0;
+	llc_run(llc, &first, &nr);
+	start = llc_pos_of(prev);
+	if (start >= nr)
+		start = 0;
+	n = nr < VICTIM_SCAN ? nr : VICTIM_SCAN;
 	bpf_for(i, 0, n) {
-		s32 cpu = prev + i, vr;
-		bool peer;
+		u32 pos = start + i;
 
-		if (cpu >= n)
-			cpu -= n;
-		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
-			continue;
-		cctx = bpf_map_lookup_percpu_elem(&cpu_ctxs, &zero, cpu);
-		if (!cctx || READ_ONCE(cctx->claimed))
-			continue;
-		/*
-		 * A background guard slice yields only to critical and
-		 * interactive, and only once it has run bg_guard_min_ns: such a
-		 * wakeup waits at most that long, and background still runs at
-		 * least that long per period on every CPU.
-		 */
-		if (cctx->protected &&
-		    (!elevated || now - READ_ONCE(cctx->cur_start) < bg_guard_min_ns))
-			continue;
-		vr = class_rank(READ_ONCE(cctx->cur_class));
-		peer = peer_ok && vr == rank && best < 0;
-		if (vr >= best_rank && !peer)
-			continue;
-		if (peer) {
-			u64 start = READ_ONCE(cctx->cur_start);
-			u64 ran = now > start ? now - start : 0;
-			u64 vnow = READ_ONCE(cctx->cur_vtime) +
-				   scale_inv(ran, READ_ONCE(cctx->cur_weight));
-
-			if (ran < peer_min_run_ns ||
-			    !time_before(tctx->vtime + peer_margin, vnow))
-				continue;
-		} else if (vr > 0 && !time_before(dl, READ_ONCE(cctx->cur_dl))) {
-			u64 start = READ_ONCE(cctx->cur_start);
-			u64 vnow = READ_ONCE(cctx->cur_vtime) +
-				   scale_inv(now > start ? now - start : 0,
-					     READ_ONCE(cctx->cur_weight));
-
-			/* Not earlier in deadline: still preempt if behind it now. */
-			if (!time_before(tctx->vtime, vnow))
-				continue;
-		}
-		best = cpu;
-		best_rank = vr;
-		if (!vr)
+		if (pos >= nr)
+			pos -= nr;
+		if (consider_victim(&vs, p, tctx, listed_cpu(first + pos)))
 			break;
 	}
-	if (best < 0)
-		return -1;
-	cctx = bpf_map_lookup_percpu_elem(&cpu_ctxs, &zero, best);
-	if (!cctx || __sync_val_compare_and_swap(&cctx->claimed, 0, 1) != 0) {
-		struct hinted_stats *s = stats_get();
 
+	/* The other LLCs' CPUs are the positions after this LLC's run, wrapping. */
+	rest = nr_listed_cpus - nr;
+	if (vs.best < 0 && vs.elevated && rest) {
+		u32 off = bpf_get_prandom_u32() % rest;
+
+		n = rest < VICTIM_SCAN ? rest : VICTIM_SCAN;
+		bpf_for(i, 0, n) {
+			u32 k = off + i, pos;
+
+			if (k >= rest)
+				k -= rest;
+			pos = first + nr + k;
+			if (pos >= nr_listed_cpus)
+				pos -= nr_listed_cpus;
+			if (consider_victim(&vs, p, tctx, listed_cpu(pos)))
+				break;
+		}
+		remote = vs.best >= 0;
+	}
+
+	if (vs.best < 0)
+		return -1;
+	s = stats_get();
+	cctx = bpf_map_lookup_percpu_elem(&cpu_ctxs, &zero, vs.best);
+	if (!cctx || __sync_val_compare_and_swap(&cctx->claimed, 0, 1) != 0) {
 		if (s)
 			s->claim_lost++;
 		return -1;
 	}
-	return best;
+	if (remote && s)
+		s->remote_preemptions++;
+	return vs.best;
+}
+
+/*
+ * An idle CPU for a task queued without ops.select_cpu() (a slice that ran
+ * out, an affinity change): the kernel's own choice where it can be called
+ * from here (a whole idle core before an idle SMT sibling of a busy one, the
+ * task's LLC before others), else an idle core, else any idle CPU. -1 if
+ * none; the CPU returned is marked busy.
+ */
+static __always_inline s32 find_idle_cpu(struct task_struct *p)
+{
+	s32 cpu;
+
+	if (__COMPAT_HAS_scx_bpf_select_cpu_and)
+		return scx_bpf_select_cpu_and(p, scx_bpf_task_cpu(p), 0, p->cpus_ptr, 0);
+	cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, SCX_PICK_IDLE_CORE);
+	if (cpu < 0)
+		cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+	return cpu;
 }
 
 /* ---- The scheduling callbacks ----------------------------------------- */
@@ -884,13 +981,14 @@ void BPF_STRUCT_OPS(hinted_enqueue, struct task_struct *p, u64 enq_flags)
 	struct task_ctx *tctx;
 	s32 cls, cpu;
 	u64 slice, dl;
+	u32 llc;
 
 	tctx = task_ctx_of(p);
 	if (!tctx) {
 		if (s)
 			s->no_task_ctx++;
-		scx_bpf_dsq_insert_vtime(p, HINTED_DSQ_FG, class_slice(SCX_HINT_CLASS_NORMAL),
-					 vtime_now, enq_flags);
+		scx_bpf_dsq_insert_vtime(p, fg_dsq(llc_of(scx_bpf_task_cpu(p))),
+					 class_slice(SCX_HINT_CLASS_NORMAL), vtime_now, enq_flags);
 		return;
 	}
 	/*
@@ -931,7 +1029,7 @@ void BPF_STRUCT_OPS(hinted_enqueue, struct task_struct *p, u64 enq_flags)
 
 	/* An idle CPU first, when ops.select_cpu() did not already look. */
 	if (!__COMPAT_is_enq_cpu_selected(enq_flags) && p->nr_cpus_allowed > 1) {
-		cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+		cpu = find_idle_cpu(p);
 		if (cpu >= 0) {
 			scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, slice, enq_flags);
 			scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
@@ -954,8 +1052,10 @@ void BPF_STRUCT_OPS(hinted_enqueue, struct task_struct *p, u64 enq_flags)
 		}
 	}
 
+	/* The queue of the LLC of the CPU it was placed on (or last ran on). */
+	llc = llc_of(scx_bpf_task_cpu(p));
 	tctx->queued_at = scx_bpf_now();
-	scx_bpf_dsq_insert_vtime(p, cls == SCX_HINT_CLASS_BACKGROUND ? HINTED_DSQ_BG : HINTED_DSQ_FG,
+	scx_bpf_dsq_insert_vtime(p, cls == SCX_HINT_CLASS_BACKGROUND ? bg_dsq(llc) : fg_dsq(llc),
 				 slice, dl, enq_flags);
 }
 
@@ -964,24 +1064,28 @@ void BPF_STRUCT_OPS(hinted_enqueue, struct task_struct *p, u64 enq_flags)
  * low-weight task (nice 19: 1/68 of nice 0) that ran one tick sorts behind
  * every nice-0 task until they have all run about 68 ticks' worth: among N
  * CPU hogs it waits about N / CPUs x 0.3 s, which reaches the 20 s watchdog
- * near 130 hogs on two CPUs. So, at most every starve_check_ns, one CPU scans
- * the shared queue and runs the first task that has waited starve_ns or
- * longer. That task gets one slice more than its weight gives it per
- * starve_ns: a nice-19 task beside many hogs then gets about one slice a
- * second. After a pick the next dispatch looks again at once: one pick per
- * period would serve only ten starving tasks a second, and some 200 of them
- * would reach the watchdog.
+ * near 130 hogs on two CPUs. So, at most every starve_check_ns, one CPU of
+ * each LLC scans its LLC's foreground queue and runs the first task that has
+ * waited starve_ns or longer. That task gets one slice more than its weight
+ * gives it per starve_ns: a nice-19 task beside many hogs then gets about
+ * one slice a second. After a pick the next dispatch looks again at once:
+ * one pick per period would serve only ten starving tasks a second, and
+ * some 200 of them would reach the watchdog.
  */
-static bool serve_starving(u64 now)
+static bool serve_starving(u32 llc, u64 now)
 {
+	struct llc_ctx *lctx = MEMBER_VPTR(llc_ctxs, [llc]);
 	struct hinted_stats *s;
 	struct task_struct *p;
-	u64 last = starve_checked_at;
+	u64 last;
 
-	if (!starve_ns || now - last < starve_check_ns ||
-	    __sync_val_compare_and_swap(&starve_checked_at, last, now) != last)
+	if (!starve_ns || !lctx)
 		return false;
-	bpf_for_each(scx_dsq, p, HINTED_DSQ_FG, 0) {
+	last = lctx->starve_checked_at;
+	if (now - last < starve_check_ns ||
+	    __sync_val_compare_and_swap(&lctx->starve_checked_at, last, now) != last)
+		return false;
+	bpf_for_each(scx_dsq, p, fg_dsq(llc), 0) {
 		struct task_ctx *tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
 
 		if (!tctx || now - tctx->queued_at < starve_ns)
@@ -989,7 +1093,124 @@ static bool serve_starving(u64 now)
 		if (scx_bpf_dsq_move(BPF_FOR_EACH_ITER, p, SCX_DSQ_LOCAL, 0)) {
 			if ((s = stats_get()))
 				s->starve_picks++;
-			starve_checked_at = now - starve_check_ns;
+			lctx->starve_checked_at = now - starve_check_ns;
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * The i-th of up to REMOTE_PEEKS other LLCs (than own) to look at, from a
+ * start that rotates with the CPU's counter, so that with many LLCs each
+ * gets looked at in turn.
+ */
+static __always_inline u32 other_llc(u32 own, u32 start, u32 i)
+{
+	u32 n = nr_llcs, k = (start + i) % (n - 1);
+
+	k = own + 1 + k;
+	return k >= n ? k - n : k;
+}
+
+/*
+ * The first other LLC (of up to REMOTE_PEEKS) whose foreground queue starts
+ * with a critical or interactive task that may run on cpu, -1 if none: such
+ * a task should not wait for its own busy LLC while this CPU would serve a
+ * lower class.
+ */
+static s32 elevated_elsewhere(u32 own, s32 cpu, struct cpu_ctx *cctx)
+{
+	u32 i, n, start;
+
+	if (nr_llcs <= 1 || nr_llcs > HINTED_MAX_LLCS)
+		return -1;
+	n = nr_llcs - 1 < REMOTE_PEEKS ? nr_llcs - 1 : REMOTE_PEEKS;
+	start = cctx->rr++;
+	bpf_for(i, 0, n) {
+		u32 llc = other_llc(own, start, i);
+		struct task_struct *head = __COMPAT_scx_bpf_dsq_peek(fg_dsq(llc));
+		struct task_ctx *tctx;
+
+		if (!head)
+			continue;
+		tctx = bpf_task_storage_get(&task_ctxs, head, 0, 0);
+		if (tctx && is_elevated(sched_class(tctx)) &&
+		    bpf_cpumask_test_cpu(cpu, head->cpus_ptr))
+			return llc;
+	}
+	return -1;
+}
+
+/*
+ * Moves the first critical or interactive task of llc's foreground queue
+ * that may run on cpu to this CPU. The queue is in deadline order and those
+ * classes sort early: the walk stops at the first task of another class,
+ * and after REMOTE_PEEKS tasks.
+ */
+static bool take_elevated(u32 llc, s32 cpu, struct hinted_stats *s)
+{
+	struct task_struct *p;
+	u32 seen = 0;
+
+	bpf_for_each(scx_dsq, p, fg_dsq(llc), 0) {
+		struct task_ctx *tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+
+		if (!tctx || !is_elevated(sched_class(tctx)) || ++seen > REMOTE_PEEKS)
+			break;
+		if (bpf_cpumask_test_cpu(cpu, p->cpus_ptr) &&
+		    scx_bpf_dsq_move(BPF_FOR_EACH_ITER, p, SCX_DSQ_LOCAL, 0)) {
+			if (s)
+				s->llc_steals++;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Whether a CPU running background should yield: foreground work waits in
+ * its LLC or (looking at up to REMOTE_PEEKS others) in another one. */
+static bool fg_waiting(u32 own, struct cpu_ctx *cctx)
+{
+	u32 i, n, start;
+
+	if (scx_bpf_dsq_nr_queued(fg_dsq(own)))
+		return true;
+	if (nr_llcs <= 1 || nr_llcs > HINTED_MAX_LLCS)
+		return false;
+	n = nr_llcs - 1 < REMOTE_PEEKS ? nr_llcs - 1 : REMOTE_PEEKS;
+	start = cctx->rr++;
+	bpf_for(i, 0, n) {
+		if (scx_bpf_dsq_nr_queued(fg_dsq(other_llc(own, start, i))))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Moves the first task of this CPU's LLC's queue (base: HINTED_DSQ_FG_BASE
+ * or HINTED_DSQ_BG_BASE) to this CPU; if that queue is empty, steals from the
+ * other LLCs' queues, trying up to max_others of them from a rotating start.
+ * Called with all of them when the CPU would otherwise go idle: no CPU idles
+ * while another LLC has queued work.
+ */
+static bool move_from_llcs(u64 base, u32 own, u32 max_others, struct cpu_ctx *cctx,
+			   struct hinted_stats *s)
+{
+	u32 i, n, start;
+
+	if (scx_bpf_dsq_nr_queued(base + own) && scx_bpf_dsq_move_to_local(base + own, 0))
+		return true;
+	if (nr_llcs <= 1 || nr_llcs > HINTED_MAX_LLCS)
+		return false;
+	n = nr_llcs - 1 < max_others ? nr_llcs - 1 : max_others;
+	start = cctx->rr++;
+	bpf_for(i, 0, n) {
+		u64 id = base + other_llc(own, start, i);
+
+		if (scx_bpf_dsq_nr_queued(id) && scx_bpf_dsq_move_to_local(id, 0)) {
+			if (s)
+				s->llc_steals++;
 			return true;
 		}
 	}
@@ -1002,8 +1223,9 @@ void BPF_STRUCT_OPS(hinted_dispatch, s32 cpu, struct task_struct *prev)
 	struct cpu_ctx *cctx = this_cpu_ctx();
 	bool prev_runnable = prev && (prev->scx.flags & SCX_TASK_QUEUED);
 	struct task_ctx *ptctx = NULL;
-	s32 pcls = SCX_HINT_CLASS_NORMAL;
+	s32 pcls = SCX_HINT_CLASS_NORMAL, remote;
 	u64 now = scx_bpf_now();
+	u32 llc = llc_of(cpu);
 
 	if (!cctx)
 		return;
@@ -1018,17 +1240,19 @@ void BPF_STRUCT_OPS(hinted_dispatch, s32 cpu, struct task_struct *prev)
 	 * Background's minimum share: if this CPU has not run background for
 	 * a whole period while it waited, serve it first, with a slice that
 	 * wakeups do not preempt. (ops.stopping() of prev comes after this, so
-	 * a CPU still running background now is not due.)
+	 * a CPU still running background now is not due.) Background waiting in
+	 * another LLC counts too (a few LLCs looked at per dispatch).
 	 */
-	if (cctx->cur_class != SCX_HINT_CLASS_BACKGROUND &&
-	    scx_bpf_dsq_nr_queued(HINTED_DSQ_BG) && now - cctx->bg_last >= bg_period_ns) {
-		if (scx_bpf_dsq_move_to_local(HINTED_DSQ_BG, 0)) {
-			cctx->guard_pending = 1;
-			if (s)
-				s->bg_guard_picks++;
-			return;
-		}
+	if (cctx->cur_class != SCX_HINT_CLASS_BACKGROUND && now - cctx->bg_last >= bg_period_ns &&
+	    move_from_llcs(HINTED_DSQ_BG_BASE, llc, REMOTE_PEEKS, cctx, s)) {
+		cctx->guard_pending = 1;
+		if (s)
+			s->bg_guard_picks++;
+		return;
 	}
+
+	/* Critical or interactive work first in another LLC's queue. */
+	remote = elevated_elsewhere(llc, cpu, cctx);
 
 	/*
 	 * The task whose slice ran out keeps the CPU if it would be picked
@@ -1037,8 +1261,8 @@ void BPF_STRUCT_OPS(hinted_dispatch, s32 cpu, struct task_struct *prev)
 	if (prev_runnable && (ptctx = task_ctx_of(prev))) {
 		refresh_hints(prev, ptctx, s);
 		pcls = sched_class(ptctx);
-		if (pcls != SCX_HINT_CLASS_BACKGROUND) {
-			struct task_struct *head = __COMPAT_scx_bpf_dsq_peek(HINTED_DSQ_FG);
+		if (pcls != SCX_HINT_CLASS_BACKGROUND && (remote < 0 || is_elevated(pcls))) {
+			struct task_struct *head = __COMPAT_scx_bpf_dsq_peek(fg_dsq(llc));
 			u64 ran = now - ptctx->run_start;
 			u64 dl = ptctx->vtime + scale_inv(ran + class_slice(pcls), ptctx->weight);
 
@@ -1049,11 +1273,23 @@ void BPF_STRUCT_OPS(hinted_dispatch, s32 cpu, struct task_struct *prev)
 		}
 	}
 
-	if (serve_starving(now))
+	if (serve_starving(llc, now))
 		return;
-	if (scx_bpf_dsq_move_to_local(HINTED_DSQ_FG, 0))
+
+	/* The other LLC's critical or interactive task beats this LLC's lower
+	 * classes (its own elevated tasks come first). */
+	if (remote >= 0) {
+		struct task_struct *head = __COMPAT_scx_bpf_dsq_peek(fg_dsq(llc));
+		struct task_ctx *htctx = head ? bpf_task_storage_get(&task_ctxs, head, 0, 0) : NULL;
+
+		if ((!htctx || !is_elevated(sched_class(htctx))) && take_elevated(remote, cpu, s))
+			return;
+	}
+
+	/* This LLC's foreground, any LLC's foreground, then background. */
+	if (move_from_llcs(HINTED_DSQ_FG_BASE, llc, HINTED_MAX_LLCS, cctx, s))
 		return;
-	if (scx_bpf_dsq_move_to_local(HINTED_DSQ_BG, 0))
+	if (move_from_llcs(HINTED_DSQ_BG_BASE, llc, HINTED_MAX_LLCS, cctx, s))
 		return;
 
 	/* Nothing else wants this CPU. */
@@ -1137,6 +1373,7 @@ void BPF_STRUCT_OPS(hinted_tick, struct task_struct *p)
 	struct task_struct *head;
 	struct task_ctx *tctx;
 	u64 now = scx_bpf_now();
+	u32 llc = llc_of(scx_bpf_task_cpu(p));
 	s32 cls;
 
 	tctx = task_ctx_of(p);
@@ -1149,21 +1386,26 @@ void BPF_STRUCT_OPS(hinted_tick, struct task_struct *p)
 		 * short elevated one. */
 		if (cctx)
 			set_current(cctx, tctx, SCX_HINT_CLASS_NORMAL, cctx->cur_start);
-		if (scx_bpf_dsq_nr_queued(HINTED_DSQ_FG))
+		if (scx_bpf_dsq_nr_queued(fg_dsq(llc)))
 			scx_bpf_task_set_slice(p, 0);
 		return;
 	}
 
-	if (!cctx || !scx_bpf_dsq_nr_queued(HINTED_DSQ_FG))
+	if (!cctx)
 		return;
 	cls = sched_class(tctx);
 
-	/* Background yields as soon as other work waits, guard slices excepted. */
+	/*
+	 * Background yields as soon as other work waits, in this LLC or
+	 * another (whose CPUs may all be busy), guard slices excepted.
+	 */
 	if (cls == SCX_HINT_CLASS_BACKGROUND) {
-		if (!cctx->protected)
+		if (!cctx->protected && fg_waiting(llc, cctx))
 			scx_bpf_task_set_slice(p, 0);
 		return;
 	}
+	if (!scx_bpf_dsq_nr_queued(fg_dsq(llc)))
+		return;
 
 	/*
 	 * A slice longer than a normal one (batch) ends once it has run a normal
@@ -1173,7 +1415,7 @@ void BPF_STRUCT_OPS(hinted_tick, struct task_struct *p)
 	 */
 	if (class_slice(cls) > class_slice(SCX_HINT_CLASS_NORMAL) &&
 	    now - cctx->cur_start >= class_slice(SCX_HINT_CLASS_NORMAL) &&
-	    (head = __COMPAT_scx_bpf_dsq_peek(HINTED_DSQ_FG)) &&
+	    (head = __COMPAT_scx_bpf_dsq_peek(fg_dsq(llc))) &&
 	    time_before(head->scx.dsq_vtime, cctx->cur_dl)) {
 		struct hinted_stats *s = stats_get();
 
@@ -1379,20 +1621,28 @@ new_image:
 
 s32 BPF_STRUCT_OPS_SLEEPABLE(hinted_init)
 {
-	u32 zero = 0, i;
+	u32 zero = 0, i, nr_cpus = scx_bpf_nr_cpu_ids();
 	int ret;
 
-	nr_cpus = scx_bpf_nr_cpu_ids();
+	/* User space always gives the topology (scheduler/src/topology.rs). */
+	if (!nr_listed_cpus || !nr_llcs || nr_llcs > HINTED_MAX_LLCS) {
+		scx_bpf_error("no CPU topology: %u CPUs in %u LLCs", nr_listed_cpus, nr_llcs);
+		return -EINVAL;
+	}
 	bpf_for(i, 0, nr_cpus) {
 		struct cpu_ctx *cctx = bpf_map_lookup_percpu_elem(&cpu_ctxs, &zero, i);
 
 		if (cctx)
 			cctx->cur_class = CLASS_NONE;
 	}
-	ret = scx_bpf_create_dsq(HINTED_DSQ_FG, -1);
-	if (ret)
-		return ret;
-	return scx_bpf_create_dsq(HINTED_DSQ_BG, -1);
+	bpf_for(i, 0, nr_llcs) {
+		ret = scx_bpf_create_dsq(fg_dsq(i), -1);
+		if (!ret)
+			ret = scx_bpf_create_dsq(bg_dsq(i), -1);
+		if (ret)
+			return ret;
+	}
+	return 0;
 }
 
 void BPF_STRUCT_OPS(hinted_exit, struct scx_exit_info *ei)

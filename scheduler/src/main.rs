@@ -11,6 +11,7 @@ mod pin;
 mod rules;
 mod stats;
 mod tld_guard_skel;
+mod topology;
 mod view;
 
 use std::ffi::CString;
@@ -358,6 +359,18 @@ impl<'a> Scheduler<'a> {
         rodata.allow_uids[..uids.len()].copy_from_slice(&uids);
         rodata.nr_allow_gids = gids.len() as u32;
         rodata.allow_gids[..gids.len()].copy_from_slice(&gids);
+
+        // Read at every (re)start: a CPU going on- or offline makes the
+        // kernel ask for one.
+        let layout = topology::LlcLayout::from_system()?;
+        info!("topology: {layout}");
+        rodata.nr_llcs = layout.nr_llcs() as u32;
+        rodata.nr_listed_cpus = layout.cpus.len() as u32;
+        rodata.llc_cpus[..layout.cpus.len()].copy_from_slice(&layout.cpus);
+        rodata.cpu_llc[..layout.cpu_llc.len()].copy_from_slice(&layout.cpu_llc);
+        rodata.cpu_llc_pos[..layout.cpu_pos.len()].copy_from_slice(&layout.cpu_pos);
+        rodata.llc_first[..layout.nr_llcs()].copy_from_slice(&layout.llc_first);
+        rodata.llc_nr[..layout.nr_llcs()].copy_from_slice(&layout.llc_nr);
         info!(
             "privileged hints: {}",
             if opts.allow_all {

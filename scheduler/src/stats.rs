@@ -72,6 +72,8 @@ pub struct Snapshot {
     pub slice_cuts: u64,
     pub cpu_releases: u64,
     pub starve_picks: u64,
+    pub llc_steals: u64,
+    pub remote_preemptions: u64,
     pub bad_class: u64,
     pub bad_prio: u64,
     pub no_task_ctx: u64,
@@ -105,6 +107,8 @@ impl Snapshot {
         self.slice_cuts = self.slice_cuts.wrapping_add(s.slice_cuts);
         self.cpu_releases = self.cpu_releases.wrapping_add(s.cpu_releases);
         self.starve_picks = self.starve_picks.wrapping_add(s.starve_picks);
+        self.llc_steals = self.llc_steals.wrapping_add(s.llc_steals);
+        self.remote_preemptions = self.remote_preemptions.wrapping_add(s.remote_preemptions);
         self.bad_class = self.bad_class.wrapping_add(s.bad_class);
         self.bad_prio = self.bad_prio.wrapping_add(s.bad_prio);
         self.no_task_ctx = self.no_task_ctx.wrapping_add(s.no_task_ctx);
@@ -203,6 +207,10 @@ pub struct Metrics {
     pub cpu_releases: u64,
     #[stat(desc = "Tasks run ahead of the queue order after waiting the starvation limit")]
     pub starve_picks: u64,
+    #[stat(desc = "Tasks a CPU took from another last-level cache's queue (work stealing)")]
+    pub llc_steals: u64,
+    #[stat(desc = "Wakeups that preempted a CPU of another last-level cache than their own")]
+    pub remote_preemptions: u64,
     #[stat(desc = "Errors: TLD metadata page without the magic or version")]
     pub err_tld_bad_magic: u64,
     #[stat(desc = "Errors: TLD metadata with absurd counts, sizes or names")]
@@ -262,6 +270,8 @@ impl Metrics {
             slice_cuts: cur.slice_cuts.wrapping_sub(prev.slice_cuts),
             cpu_releases: cur.cpu_releases.wrapping_sub(prev.cpu_releases),
             starve_picks: cur.starve_picks.wrapping_sub(prev.starve_picks),
+            llc_steals: cur.llc_steals.wrapping_sub(prev.llc_steals),
+            remote_preemptions: cur.remote_preemptions.wrapping_sub(prev.remote_preemptions),
             err_tld_bad_magic: cur.tld_bad_magic.wrapping_sub(prev.tld_bad_magic),
             err_tld_bad_meta: cur.tld_bad_meta.wrapping_sub(prev.tld_bad_meta),
             err_tld_bad_offset: cur.tld_bad_offset.wrapping_sub(prev.tld_bad_offset),
@@ -278,7 +288,7 @@ impl Metrics {
             w,
             "[{}] registered {} | inherited {} | bg guard picks {} | pcpu kthreads {} | \
              pinned {} | claims lost {} | slice cuts {} | cpu releases {} | starve picks {} | \
-             tld throttled {} | errors: tld magic/meta/offset {}/{}/{} class {} prio {} ctx {}",
+             llc steals {} | remote preemptions {} | tld throttled {} | errors: tld magic/meta/offset {}/{}/{} class {} prio {} ctx {}",
             crate::SCHEDULER_NAME,
             self.registered,
             self.inherited,
@@ -289,6 +299,8 @@ impl Metrics {
             self.slice_cuts,
             self.cpu_releases,
             self.starve_picks,
+            self.llc_steals,
+            self.remote_preemptions,
             self.tld_throttled,
             self.err_tld_bad_magic,
             self.err_tld_bad_meta,

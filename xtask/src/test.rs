@@ -393,20 +393,29 @@ pub fn build_scheduler() -> Result<std::path::PathBuf> {
 }
 
 /// The guest job that runs scx_hinted_tests from tmpfs (detaching a
-/// scheduler under load while touching the 9p root stalls the guest).
-fn guest_test_script(bin: &std::path::Path) -> String {
+/// scheduler under load while touching the 9p root stalls the guest): the
+/// tests named, or by default all those it runs unnamed.
+fn guest_test_script(bin: &std::path::Path, tests: &[&str]) -> String {
     let q = |p: &std::path::Path| crate::vm::shell_quote(&p.to_string_lossy());
     format!(
         "set -e\n\
          guest_stage {} {} {} stress-ng\n\
          export PATH=\"$GUEST_TMP/bin:$PATH\"\n\
          set +e\n\
-         scx_hinted_tests --scheduler \"$GUEST_TMP/bin/scx_hinted\"\n",
+         scx_hinted_tests --scheduler \"$GUEST_TMP/bin/scx_hinted\" {}\n",
         q(&bin.join("scx_hinted")),
         q(&bin.join("scx_hinted_tests")),
         q(&bin.join("scx-hint")),
+        tests.join(" "),
     )
 }
+
+/// The topology tests of scx_hinted_tests (they need two LLCs, and run
+/// only when named), and the guest they run in: two sockets of two SMT-2
+/// cores, the smallest layout with every level a topology-aware scheduler
+/// distinguishes.
+const TOPOLOGY_TESTS: &[&str] = &["topo_work_conservation", "topo_cross_llc"];
+const TOPOLOGY_TEST_CPUS: u32 = 8;
 
 /// Counts `PASS name` / `FAIL name` lines of scx_hinted_tests.
 pub fn parse_guest_results(output: &str) -> (Vec<String>, Vec<String>) {
@@ -423,21 +432,44 @@ pub fn parse_guest_results(output: &str) -> (Vec<String>, Vec<String>) {
 }
 
 fn guest_tests(tally: &mut Tally) {
-    let run = || -> Result<crate::vm::GuestOutcome> {
-        let bin = build_scheduler()?;
-        let guest = crate::vm::prepare()?;
+    let bin = match build_scheduler() {
+        Ok(bin) => bin,
+        Err(e) => return tally.check("scheduler tests in the guest", Err(e)),
+    };
+    let run = |cfg: crate::vm::GuestConfig, label: &str, tests: &[&str]| {
+        let guest = crate::vm::prepare_with(cfg)?;
         step(format!(
-            "scheduler tests in the guest (kernel {})",
-            guest.kernel()
+            "{label} in the guest (kernel {}, {} vCPUs)",
+            guest.kernel(),
+            guest.config().vcpus()
         ));
         let job = crate::vm::GuestJob::new(
-            "scheduler tests",
-            guest_test_script(&bin),
+            label,
+            guest_test_script(&bin, tests),
             std::time::Duration::from_secs(40 * 60),
         );
         guest.run(&job)
     };
-    match run() {
+    let two_cpus = crate::vm::GuestConfig::from_env();
+    count_guest_outcome(
+        tally,
+        "scheduler tests",
+        two_cpus.and_then(|cfg| run(cfg, "scheduler tests", &[])),
+    );
+    let topology = crate::vm::GuestConfig::from_env().and_then(|cfg| {
+        Ok(cfg.with_topology(crate::vm::Topology::two_sockets_smt(TOPOLOGY_TEST_CPUS)?))
+    });
+    count_guest_outcome(
+        tally,
+        "scheduler topology tests",
+        topology.and_then(|cfg| run(cfg, "scheduler topology tests", TOPOLOGY_TESTS)),
+    );
+}
+
+/// Adds a guest run's PASS and FAIL lines to the tally; a run that failed
+/// or reported nothing, with no failure named, counts as one failure.
+fn count_guest_outcome(tally: &mut Tally, label: &str, outcome: Result<crate::vm::GuestOutcome>) {
+    match outcome {
         Ok(outcome) => {
             let (passed, failed) = parse_guest_results(&outcome.output);
             tally.passed += passed.len() as u32;
@@ -448,7 +480,7 @@ fn guest_tests(tally: &mut Tally) {
             }
             if (outcome.exit_code != 0 || passed.is_empty()) && nothing_failed {
                 tally.check(
-                    "scheduler tests in the guest",
+                    &format!("{label} in the guest"),
                     Err(anyhow::anyhow!(
                         "scx_hinted_tests exited with {} and reported {} passes, no failure",
                         outcome.exit_code,
@@ -457,7 +489,7 @@ fn guest_tests(tally: &mut Tally) {
                 );
             }
         }
-        Err(e) => tally.check("scheduler tests in the guest", Err(e)),
+        Err(e) => tally.check(&format!("{label} in the guest"), Err(e)),
     }
 }
 

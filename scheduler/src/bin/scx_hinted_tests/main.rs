@@ -25,6 +25,7 @@ mod scale_tests;
 mod security_tests;
 mod soak;
 mod tests;
+mod topo_tests;
 mod workers;
 
 use std::path::PathBuf;
@@ -105,7 +106,8 @@ struct Args {
     #[arg(long, value_name = "SECS")]
     bench_scale: Option<u64>,
 
-    /// Tests to run [default: all but the open problems that --list marks].
+    /// Tests to run [default: all but those --list marks as run only when
+    /// named: open problems, and the topology tests that need two LLCs].
     tests: Vec<String>,
 }
 
@@ -161,6 +163,9 @@ fn main() {
         for (name, _) in tests::OPEN_TESTS {
             println!("{name} (open problem: runs only when named)");
         }
+        for (name, _) in topo_tests::TOPO_TESTS {
+            println!("{name} (needs two LLCs: runs only when named)");
+        }
         return;
     }
 
@@ -212,6 +217,7 @@ fn main() {
         tests::TESTS
             .iter()
             .chain(tests::OPEN_TESTS)
+            .chain(topo_tests::TOPO_TESTS)
             .filter(|(name, _)| args.tests.iter().any(|t| t == name))
             .collect()
     };
