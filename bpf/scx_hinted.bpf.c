@@ -655,6 +655,16 @@ static __always_inline u64 task_req(const struct task_ctx *tctx, s32 cls)
 	return scale_inv(class_slice(cls), tctx->weight);
 }
 
+/* Raise a vruntime that lags vtime_now by more than the class's wakeup credit. */
+static __always_inline void raise_lagging(struct task_ctx *tctx, s32 cls)
+{
+	u64 lag = scale_inv(class_lag(cls), tctx->weight);
+	u64 floor = vtime_now > lag ? vtime_now - lag : 0;
+
+	if (time_before(tctx->vtime, floor))
+		tctx->vtime = floor;
+}
+
 /*
  * Keep a task's vruntime within bounds of the current virtual time and
  * return its virtual deadline (vruntime + request), at every enqueue. A
@@ -671,13 +681,10 @@ static __always_inline u64 task_req(const struct task_ctx *tctx, s32 cls)
  */
 static __always_inline u64 task_deadline(struct task_ctx *tctx, s32 cls)
 {
-	u64 lag = scale_inv(class_lag(cls), tctx->weight);
 	u64 lead = scale_inv(max_lead_ns, tctx->weight);
-	u64 floor = vtime_now > lag ? vtime_now - lag : 0;
 
-	if (time_before(tctx->vtime, floor))
-		tctx->vtime = floor;
-	else if (time_after(tctx->vtime, vtime_now + lead))
+	raise_lagging(tctx, cls);
+	if (time_after(tctx->vtime, vtime_now + lead))
 		tctx->vtime = vtime_now + lead;
 	return tctx->vtime + task_req(tctx, cls);
 }
@@ -720,10 +727,18 @@ static __always_inline void set_current(struct cpu_ctx *cctx, const struct task_
  * ops.dispatch() lets the task whose slice ran out keep its CPU for another
  * slice: charge what it ran so far, as if it had stopped and started again.
  */
+/*
+ * A task keeps its CPU with a new slice. Its vruntime gets the same floor as
+ * at an enqueue: vtime_now is shared by all LLCs, and in an LLC whose tasks
+ * advance slower than the busiest one's, a task kept running would otherwise
+ * sort before every newcomer queued there (which start near vtime_now) until
+ * the starvation guard.
+ */
 static __always_inline void refill(struct task_struct *p, struct task_ctx *tctx, s32 cls,
 				   struct cpu_ctx *cctx, u64 now)
 {
 	charge(tctx, now);
+	raise_lagging(tctx, cls);
 	advance_vtime_now(tctx->vtime);
 	scx_bpf_task_set_slice(p, class_slice(cls));
 	set_current(cctx, tctx, cls, now);
@@ -1072,7 +1087,7 @@ void BPF_STRUCT_OPS(hinted_enqueue, struct task_struct *p, u64 enq_flags)
  * one pick per period would serve only ten starving tasks a second, and
  * some 200 of them would reach the watchdog.
  */
-static bool serve_starving(u32 llc, u64 now)
+static bool serve_starving(u32 llc, s32 cpu, u64 now)
 {
 	struct llc_ctx *lctx = MEMBER_VPTR(llc_ctxs, [llc]);
 	struct hinted_stats *s;
@@ -1088,7 +1103,9 @@ static bool serve_starving(u32 llc, u64 now)
 	bpf_for_each(scx_dsq, p, fg_dsq(llc), 0) {
 		struct task_ctx *tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
 
-		if (!tctx || now - tctx->queued_at < starve_ns)
+		/* Moving a task to a CPU it may not run on ends the scheduler. */
+		if (!tctx || now - tctx->queued_at < starve_ns ||
+		    !bpf_cpumask_test_cpu(cpu, p->cpus_ptr) || is_migration_disabled(p))
 			continue;
 		if (scx_bpf_dsq_move(BPF_FOR_EACH_ITER, p, SCX_DSQ_LOCAL, 0)) {
 			if ((s = stats_get()))
@@ -1264,7 +1281,10 @@ void BPF_STRUCT_OPS(hinted_dispatch, s32 cpu, struct task_struct *prev)
 		if (pcls != SCX_HINT_CLASS_BACKGROUND && (remote < 0 || is_elevated(pcls))) {
 			struct task_struct *head = __COMPAT_scx_bpf_dsq_peek(fg_dsq(llc));
 			u64 ran = now - ptctx->run_start;
-			u64 dl = ptctx->vtime + scale_inv(ran + class_slice(pcls), ptctx->weight);
+			u64 dl;
+
+			raise_lagging(ptctx, pcls);	/* as refill() would */
+			dl = ptctx->vtime + scale_inv(ran + class_slice(pcls), ptctx->weight);
 
 			if (!head || time_before(dl, head->scx.dsq_vtime)) {
 				refill(prev, ptctx, pcls, cctx, now);
@@ -1273,7 +1293,7 @@ void BPF_STRUCT_OPS(hinted_dispatch, s32 cpu, struct task_struct *prev)
 		}
 	}
 
-	if (serve_starving(llc, now))
+	if (serve_starving(llc, cpu, now))
 		return;
 
 	/* The other LLC's critical or interactive task beats this LLC's lower

@@ -746,6 +746,14 @@ pub fn exec_claim(path: &std::path::Path) -> i32 {
     4
 }
 
+/// Whether thread `tid` runs the `--spin` image yet (its exec is done): a
+/// child of this program may show an inherited class before its exec too,
+/// when an earlier test left a hint on the thread that spawned it.
+fn execd_spin(tid: i32) -> bool {
+    std::fs::read(format!("/proc/{tid}/cmdline"))
+        .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == b"--spin"))
+}
+
 /// The program's own ELF file: a staged program runs through a script in
 /// `bin/` that starts `prog/NAME` with the ELF loader.
 fn own_elf(env: &Env) -> std::path::PathBuf {
@@ -795,7 +803,7 @@ fn exec_setuid(env: &Env) -> Result<String> {
             .context("spawning the claiming child as uid 65534")?;
         let tid = child.id() as i32;
         let seen = crate::rules_tests::wait_view(&views, tid, "after the setuid exec", |v| {
-            v.class_source == scx_hints::view::Source::Inherited && !v.registered
+            execd_spin(tid) && v.class_source == scx_hints::view::Source::Inherited && !v.registered
         });
         let euid = std::fs::read_to_string(format!("/proc/{tid}/status"))
             .ok()
@@ -851,7 +859,8 @@ fn exec(env: &Env) -> Result<String> {
         let tid = child.id() as i32;
         let start = Instant::now();
         let seen = crate::rules_tests::wait_view(&views, tid, "after exec", |v| {
-            v.class == Background
+            execd_spin(tid)
+                && v.class == Background
                 && v.class_source == scx_hints::view::Source::Inherited
                 && !v.registered
         });

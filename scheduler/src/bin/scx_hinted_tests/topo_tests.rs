@@ -66,6 +66,34 @@ fn pin_self(cpus: &[usize]) {
     }
 }
 
+/// Restricts thread `tid` to `cpus`.
+fn set_affinity(tid: i32, cpus: &[usize]) -> Result<()> {
+    // SAFETY: as in pin_self.
+    let r = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    ensure!(
+        r == 0,
+        "sched_setaffinity({tid}): {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
+/// This process's thread ids.
+fn own_tids() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Hogs of `class` pinned to `cpus`, `per_cpu` per CPU.
 fn pinned_hogs(
     cpus: &[usize],
@@ -131,21 +159,33 @@ fn work_conservation(env: &Env) -> Result<String> {
         })
         .collect();
     sleep(Duration::from_millis(300));
-    let (llc0, widen, nr_queued) = (llcs[0].clone(), all.clone(), llcs[1].len());
-    let queued: Vec<Worker> = std::thread::spawn(move || {
+    // The queued hogs are forked from a thread in LLC 0 with priority 19,
+    // which they inherit with its affinity, and widened from here: they
+    // need not run before LLC 1 is freed to be allowed there.
+    let (llc0, nr_queued) = (llcs[0].clone(), llcs[1].len());
+    let (queued, tids): (Vec<Worker>, Vec<i32>) = std::thread::spawn(move || {
         pin_self(&llc0);
-        (0..nr_queued)
-            .map(|_| {
-                let set = widen.clone();
-                Worker::spawn(Spec::new(Kind::Hog, None).setup(move || {
-                    pin_self(&set);
-                    let _ = scx_hints::set_priority(19);
-                }))
-            })
-            .collect()
+        let _ = scx_hints::set_priority(19);
+        let before = own_tids();
+        let queued: Vec<Worker> = (0..nr_queued)
+            .map(|_| Worker::spawn(Spec::new(Kind::Hog, None)))
+            .collect();
+        let tids = own_tids()
+            .into_iter()
+            .filter(|t| !before.contains(t))
+            .collect();
+        (queued, tids)
     })
     .join()
     .map_err(|_| anyhow::anyhow!("the hog spawner panicked"))?;
+    ensure!(
+        tids.len() >= nr_queued,
+        "expected {nr_queued} new threads for the queued hogs, found {}",
+        tids.len()
+    );
+    for &tid in &tids {
+        set_affinity(tid, &all)?;
+    }
     hogs.extend(queued);
     sleep(Duration::from_millis(1500));
     let steals0 = stats()?.get("llc_steals");
