@@ -140,11 +140,14 @@ fn restarts_logged(sched: &Sched) -> usize {
 fn wait_reattached(sched: &mut Sched, before: usize) -> Result<Duration> {
     let since = Instant::now();
     loop {
+        // Disabled while the scheduler restarts; if it is enabled by the
+        // time the state is read again, the attach just completed: check
+        // once more rather than fail on the window between the two reads.
         sched.check().or_else(|e| {
             if harness::sched_state() != "enabled" && sched.alive() {
                 Ok(())
             } else {
-                Err(e)
+                sched.check().map_err(|_| e)
             }
         })?;
         if restarts_logged(sched) > before

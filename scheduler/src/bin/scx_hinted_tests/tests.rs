@@ -691,25 +691,31 @@ pub fn garbage_child(secs: u64) -> i32 {
     }
 }
 
+/// Publishes `class` on this thread and runs until the scheduler's view
+/// shows that it read it (10 s at most). Err: the child's exit status.
+fn publish_and_wait(class: LatencyClass) -> Result<(), i32> {
+    scx_hints::set_latency_class(class);
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    let views = scx_hints::view::Views::open().map_err(|_| 5)?;
+    let seen = Instant::now() + Duration::from_secs(10);
+    loop {
+        match views.get(tid) {
+            Ok(Some(v)) if v.own_class == Some(class as i32) => return Ok(()),
+            _ if Instant::now() > seen => return Err(6),
+            // Running, so that the scheduler makes decisions about it.
+            _ => std::hint::spin_loop(),
+        }
+    }
+}
+
 /// The `--exec-spin` child: hints background, waits until the scheduler
 /// shows that it read the class, then replaces itself with a program that
 /// publishes no hint and spins for `secs`.
 pub fn exec_spin(secs: u64) -> i32 {
     use std::os::unix::process::CommandExt;
-    scx_hints::set_latency_class(Background);
-    // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::gettid() };
-    let Ok(views) = scx_hints::view::Views::open() else {
-        return 5;
-    };
-    let seen = Instant::now() + Duration::from_secs(10);
-    loop {
-        match views.get(tid) {
-            Ok(Some(v)) if v.own_class == Some(Background as i32) => break,
-            _ if Instant::now() > seen => return 6,
-            // Running, so that the scheduler makes decisions about it.
-            _ => std::hint::spin_loop(),
-        }
+    if let Err(code) = publish_and_wait(Background) {
+        return code;
     }
     // argv[0], not current_exe(): a staged program's exe is the ELF loader.
     let Some(exe) = std::env::args_os().next() else {
@@ -726,19 +732,8 @@ pub fn exec_spin(secs: u64) -> i32 {
 /// `scx-hint run --class critical`.
 pub fn exec_claim(path: &std::path::Path) -> i32 {
     use std::os::unix::process::CommandExt;
-    scx_hints::set_latency_class(Batch);
-    // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::gettid() };
-    let Ok(views) = scx_hints::view::Views::open() else {
-        return 5;
-    };
-    let seen = Instant::now() + Duration::from_secs(10);
-    loop {
-        match views.get(tid) {
-            Ok(Some(v)) if v.own_class == Some(Batch as i32) => break,
-            _ if Instant::now() > seen => return 6,
-            _ => std::hint::spin_loop(),
-        }
+    if let Err(code) = publish_and_wait(Batch) {
+        return code;
     }
     scx_hints::set_latency_class(Critical);
     let err = Command::new(path).args(["--spin", "30"]).exec();

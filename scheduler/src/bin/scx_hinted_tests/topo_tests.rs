@@ -247,19 +247,7 @@ impl Probe {
             cpus: Vec::new(),
         };
         while next < end {
-            let ts = libc::timespec {
-                tv_sec: (next / 1_000_000_000) as libc::time_t,
-                tv_nsec: (next % 1_000_000_000) as libc::c_long,
-            };
-            // SAFETY: an absolute CLOCK_MONOTONIC sleep on a valid timespec.
-            unsafe {
-                libc::clock_nanosleep(
-                    libc::CLOCK_MONOTONIC,
-                    libc::TIMER_ABSTIME,
-                    &ts,
-                    std::ptr::null_mut(),
-                )
-            };
+            workers::sleep_until_ns(next);
             let woke = mono_ns();
             probe.lat_ns.push(woke.saturating_sub(next));
             // SAFETY: sched_getcpu has no preconditions.

@@ -122,7 +122,7 @@ fn spin_for(d: Duration, shared: &Shared) {
     }
 }
 
-fn sleep_until_ns(t: u64) {
+pub fn sleep_until_ns(t: u64) {
     let ts = libc::timespec {
         tv_sec: (t / 1_000_000_000) as libc::time_t,
         tv_nsec: (t % 1_000_000_000) as libc::c_long,
