@@ -49,26 +49,15 @@ fn llcs() -> Result<Vec<Vec<usize>>> {
 
 /// Restricts the calling thread to `cpus`.
 fn pin_self(cpus: &[usize]) {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays in its bounds for
-    // ids below CPU_SETSIZE, and sched_setaffinity reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &c in cpus {
-            libc::CPU_SET(c, &mut set);
-        }
-        let r = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        assert_eq!(
-            r,
-            0,
-            "sched_setaffinity: {}",
-            std::io::Error::last_os_error()
-        );
+    if let Err(e) = set_affinity(0, cpus) {
+        panic!("{e:#}");
     }
 }
 
 /// Restricts thread `tid` to `cpus`.
 fn set_affinity(tid: i32, cpus: &[usize]) -> Result<()> {
-    // SAFETY: as in pin_self.
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays in its bounds for
+    // ids below CPU_SETSIZE, and sched_setaffinity reads it.
     let r = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         for &c in cpus {
