@@ -108,8 +108,8 @@ impl Scenario {
             Scenario::Dynamic | Scenario::Roles | Scenario::RolesHogs => {
                 "request wait (queued to handled)"
             }
-            Scenario::ReqResp => "request round trip",
-            Scenario::Wakeup => "worker wake-to-run",
+            Scenario::ReqResp => "request round trip (from its due time)",
+            Scenario::Wakeup => "worker wake-to-run (from the round's due time)",
             Scenario::Messaging => "message delivery (sent to received)",
             Scenario::Hackbench => "none: hackbench reports its run time",
         }
@@ -677,9 +677,9 @@ const RR_WORK_MS: f64 = 0.1;
 
 /// One client/server pair per CPU over crossbeam channels: the client sends
 /// a request, the server does 0.1 CPU-ms of work and replies, the client
-/// records the round trip and thinks; the think time makes the pairs'
-/// demand the level's share of what fairness gives them beside 2 hogs per
-/// CPU.
+/// records the round trip from when the request was due (the end of its
+/// think time) and thinks again; the think time makes the pairs' demand the
+/// level's share of what fairness gives them beside 2 hogs per CPU.
 fn req_resp(cfg: Config, p: &Params) -> Result<Measurement> {
     let cpus = p.cpus;
     let clock = Clock::new(p.timing.warmup, p.timing.secs);
@@ -709,17 +709,22 @@ fn req_resp(cfg: Config, p: &Params) -> Result<Measurement> {
         let done = done.clone();
         handles.push(spawn("rr-client", cfg.fg, move || {
             let mut m = Measurement::default();
+            // The round trip counts from when the request was due (the end
+            // of the think time), so a client that wakes late from its
+            // think pays for it: measured from the send, the wait for a
+            // CPU after the timer would be left out.
+            let mut due = mono_ns();
             while !c.stopped() {
-                let t0 = mono_ns();
-                if req_tx.send(t0).is_err() || rep_rx.recv().is_err() {
+                sleep_until(due);
+                if req_tx.send(due).is_err() || rep_rx.recv().is_err() {
                     break;
                 }
                 let t1 = mono_ns();
-                if c.measuring(t0) {
-                    m.push_ns(t1 - t0);
+                if c.measuring(due) {
+                    m.push_ns(t1.saturating_sub(due));
                     done.fetch_add(1, Ordering::Relaxed);
                 }
-                sleep_until(t1 + think);
+                due = t1 + think;
             }
             m
         }));
@@ -751,7 +756,8 @@ const WAKE_WORK_MS: f64 = 0.2;
 
 /// schbench-style: a messenger wakes 2 workers per CPU every period
 /// (absolute time) through their channels; each worker records the time
-/// from the message to running and does 0.2 CPU-ms of work. 1 hog per CPU.
+/// from the round's due time to running and does 0.2 CPU-ms of work. 1 hog
+/// per CPU.
 fn wakeup(cfg: Config, p: &Params) -> Result<Measurement> {
     let cpus = p.cpus;
     let clock = Clock::new(p.timing.warmup, p.timing.secs);
@@ -774,8 +780,12 @@ fn wakeup(cfg: Config, p: &Params) -> Result<Measurement> {
                 let now = mono_ns();
                 if c.measuring(ts) {
                     m.push_ns(now.saturating_sub(ts));
-                    handled.fetch_add(1, Ordering::Relaxed);
+                    if now < c.end {
+                        handled.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
+                // After the stop this returns at once: the backlog drains,
+                // each round counted with the wait it had (a lower bound).
                 work_units(work, &c.stop);
             }
             m
@@ -787,18 +797,26 @@ fn wakeup(cfg: Config, p: &Params) -> Result<Measurement> {
         let mut rounds = 0u64;
         while !c.stopped() {
             sleep_until(next);
-            let ts = mono_ns();
+            // Every round is sent, late or not, stamped with its due time:
+            // a messenger that runs late delays the workers as much as a
+            // worker that waits, and skipping its late rounds would offer
+            // less load to the scheduler that delays it.
             for tx in &senders {
-                let _ = tx.send(ts);
+                let _ = tx.send(next);
             }
-            if c.measuring(ts) {
+            if c.measuring(next) {
                 rounds += 1;
             }
             next += period;
-            let now = mono_ns();
-            if now > next {
-                next += (now - next) / period * period + period;
+        }
+        // Rounds that fell due in the window but were never sent are owed
+        // too: sent now, they count with the wait they had.
+        // (rounds/s counts the rounds sent before the stop.)
+        while next < c.end {
+            for tx in &senders {
+                let _ = tx.send(next);
             }
+            next += period;
         }
         rounds
     });
