@@ -143,6 +143,14 @@ struct Opts {
     #[arg(long)]
     no_fork_inherit: bool,
 
+    /// Ignore cgroup CPU weights (cpu.weight). By default a task's weight is
+    /// scaled by its cgroup's share among the runnable siblings at each
+    /// level, so that CPU time splits between cgroups by their weights, not
+    /// by how many tasks each one runs; priority hints then move a thread
+    /// within its cgroup's share. See docs/policy.md, "cgroup weights".
+    #[arg(long)]
+    no_cgroup_weights: bool,
+
     /// bpffs path where the TLD map is pinned, and where applications look
     /// for it. An existing pin is reused, so registrations survive a restart
     /// of the scheduler; the pin is left in place at exit.
@@ -354,6 +362,7 @@ impl<'a> Scheduler<'a> {
         rodata.peer_min_run_ns = us(opts.peer_min_run_us);
         rodata.starve_ns = opts.starve_ms * 1_000_000;
         rodata.inherit_on_fork = !opts.no_fork_inherit;
+        rodata.cgroup_weights = !opts.no_cgroup_weights;
         rodata.allow_all = opts.allow_all;
         rodata.nr_allow_uids = uids.len() as u32;
         rodata.allow_uids[..uids.len()].copy_from_slice(&uids);
