@@ -81,6 +81,15 @@ static __always_inline u64 cgw_id(struct cgroup *cgrp)
 	return cgrp ? BPF_CORE_READ(cgrp, kn, id) : 0;
 }
 
+/* The id a task in cgrp keeps: 0 for the root cgroup, which is not tracked
+ * (its tasks then cost no lookup at all). */
+static __always_inline u64 cgw_task_cgid(struct cgroup *cgrp)
+{
+	if (!cgroup_weights || !cgrp || BPF_CORE_READ(cgrp, level) <= 0)
+		return 0;
+	return cgw_id(cgrp);
+}
+
 /*
  * An entity of weight w became runnable in (task) or active under (cgroup)
  * cgroup id: add w to its load; if that made the cgroup active, it adds its
@@ -201,7 +210,7 @@ static __always_inline void cgw_task_init(struct cgw_task *ct, struct scx_init_t
 	ct->contrib = 0;
 	if (bpf_core_field_exists(args->cgroup))
 		cgrp = args->cgroup;
-	ct->cgid = cgw_id(cgrp);
+	ct->cgid = cgw_task_cgid(cgrp);
 }
 
 /* The cgroup ops; each one is optional for the kernel. */
@@ -260,7 +269,7 @@ static __always_inline void cgw_move(struct cgw_task *ct, struct cgroup *to)
 	u64 w = ct->contrib;
 
 	cgw_quiescent(ct);
-	ct->cgid = cgw_id(to);
+	ct->cgid = cgw_task_cgid(to);
 	if (w)
 		cgw_runnable(ct, w);
 }

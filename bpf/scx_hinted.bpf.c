@@ -27,6 +27,10 @@
  *   forgiving less would forgive real CPU time, and threads that run long
  *   bursts between short naps would take more than their share.
  *
+ * - cgroup weights. A task's weight is scaled by its cgroup's share among
+ *   the busy siblings at each level (cgroup_weight.bpf.h), so CPU time splits
+ *   between cgroups by cpu.weight, not by task count; hints act within it.
+ *
  * - Latency classes. critical and interactive get short slices, small
  *   requests (early deadlines) and a large wakeup credit; they take an idle
  *   CPU first and, when none is idle, preempt a CPU running a lower class if
