@@ -17,6 +17,11 @@ use crate::topo_tests::set_affinity;
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const PARENT: &str = "scx_hinted_cgw";
+/// Under PARENT, parents before children: p holds the siblings a and b, c
+/// is p's sibling.
+const LAYOUT: &[&str] = &["p", "p/a", "p/b", "c"];
+const A: &str = "p/a";
+const B: &str = "p/b";
 
 /// How far a measured share may be from the weights' share. In ten boots of
 /// the emulated guest, on a host busy with other builds, every share was
@@ -43,24 +48,32 @@ impl Groups {
         }
         write(&root.join("cgroup.subtree_control"), "+cpu")?;
         let parent = root.join(PARENT);
-        // Left over from an aborted run: its hogs died with that run.
-        if parent.exists() {
-            for child in ["a", "b"] {
-                let _ = std::fs::remove_dir(parent.join(child));
-            }
-            let _ = std::fs::remove_dir(&parent);
-        }
-        std::fs::create_dir(&parent).with_context(|| format!("creating {}", parent.display()))?;
-        let groups = Groups {
+        let mut groups = Groups {
             parent,
             hogs: Vec::new(),
         };
+        // Left over from an aborted run: its hogs died with that run.
+        groups.remove();
+        std::fs::create_dir(&groups.parent)
+            .with_context(|| format!("creating {}", groups.parent.display()))?;
         write(&groups.parent.join("cgroup.subtree_control"), "+cpu")?;
-        for child in ["a", "b"] {
+        for child in LAYOUT {
             let dir = groups.dir(child);
             std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
+        write(&groups.dir("p").join("cgroup.subtree_control"), "+cpu")?;
         Ok(groups)
+    }
+
+    fn remove(&mut self) {
+        for hog in &mut self.hogs {
+            let _ = hog.kill();
+            let _ = hog.wait();
+        }
+        for child in LAYOUT.iter().rev() {
+            let _ = std::fs::remove_dir(self.dir(child));
+        }
+        let _ = std::fs::remove_dir(&self.parent);
     }
 
     fn dir(&self, group: &str) -> PathBuf {
@@ -125,37 +138,39 @@ impl Groups {
             .with_context(|| format!("no usage_usec in {}", path.display()))
     }
 
-    /// Group b's share of the CPU time both groups used over WINDOW, and
-    /// process `pid`'s share of group a's (if one is given).
-    fn shares(&self, pid: Option<u32>) -> Result<(f64, f64)> {
-        sleep(if pid.is_some() { SETTLE_NEW } else { SETTLE });
-        let (a0, b0) = (self.usage_us("a")?, self.usage_us("b")?);
-        let p0 = pid.map(runtime_us).transpose()?.unwrap_or(0);
+    /// The CPU time each group used over WINDOW, after `settle`, and that
+    /// process `pid` used (if one is given), in microseconds.
+    fn usage(&self, groups: &[&str], pid: Option<u32>, settle: Duration) -> Result<Vec<u64>> {
+        sleep(settle);
+        let read = || -> Result<Vec<u64>> {
+            let mut v = groups
+                .iter()
+                .map(|g| self.usage_us(g))
+                .collect::<Result<Vec<_>>>()?;
+            v.push(pid.map(runtime_us).transpose()?.unwrap_or(0));
+            Ok(v)
+        };
+        let before = read()?;
         sleep(WINDOW);
-        let (a, b) = (self.usage_us("a")? - a0, self.usage_us("b")? - b0);
-        let p = pid.map(runtime_us).transpose()?.unwrap_or(0) - p0;
+        let after = read()?;
+        let used: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
         ensure!(
-            a > 0 && b > 0,
-            "the hogs used no CPU time (a {a} us, b {b} us)"
+            used[..groups.len()].iter().all(|&u| u > 0),
+            "a group's hogs used no CPU time: {groups:?} used {used:?} us"
         );
-        Ok((b as f64 / (a + b) as f64, p as f64 / a as f64))
+        Ok(used)
     }
 
+    /// Group b's share of the CPU time a and b used.
     fn share_b(&self) -> Result<f64> {
-        Ok(self.shares(None)?.0)
+        let u = self.usage(&[A, B], None, SETTLE)?;
+        Ok(u[1] as f64 / (u[0] + u[1]) as f64)
     }
 }
 
 impl Drop for Groups {
     fn drop(&mut self) {
-        for hog in &mut self.hogs {
-            let _ = hog.kill();
-            let _ = hog.wait();
-        }
-        for child in ["a", "b"] {
-            let _ = std::fs::remove_dir(self.dir(child));
-        }
-        let _ = std::fs::remove_dir(&self.parent);
+        self.remove();
     }
 }
 
@@ -210,38 +225,48 @@ fn check_share(what: &str, who: &str, got: f64, want: f64) -> Result<()> {
 /// weight drops to 100 at run time (0.5; by count 0.25), (3) after two hogs
 /// move from a to b (a 1, b 3: still 0.5; by count 0.75), (4) with a second
 /// hog in a that has priority -5 (weight 3121 against 1024): it gets 0.75 of
-/// a's time, and b still gets 0.5 (by per-thread weight alone 0.43).
+/// a's time, and b still gets 0.5 (by per-thread weight alone 0.43), (5)
+/// with a hog in c, the sibling of a and b's parent p (all weights 100): c
+/// gets half of the CPU time, p the other half (a split among the busy
+/// cgroups a, b and c alone would give c a third).
 pub fn cgroup_weight(env: &Env) -> Result<String> {
     let mut sched = Sched::start(env, &[])?;
     let mut groups = Groups::create()?;
     let cpu = nr_cpus() - 1;
-    groups.set_weight("a", 100)?;
-    groups.set_weight("b", 300)?;
+    groups.set_weight(A, 100)?;
+    groups.set_weight(B, 300)?;
     let mut a_pids = Vec::new();
     for _ in 0..3 {
-        a_pids.push(groups.spawn_hog(env, cpu, "a", None)?);
+        a_pids.push(groups.spawn_hog(env, cpu, A, None)?);
     }
-    groups.spawn_hog(env, cpu, "b", None)?;
+    groups.spawn_hog(env, cpu, B, None)?;
 
     let group_b = "group b";
     let weights = groups.share_b()?;
     check_share("weights 100:300, hogs 3:1", group_b, weights, 0.75)?;
 
-    groups.set_weight("b", 100)?;
+    groups.set_weight(B, 100)?;
     let changed = groups.share_b()?;
     check_share("weight of b changed to 100", group_b, changed, 0.5)?;
 
     for &pid in &a_pids[..2] {
-        groups.place(pid, "b")?;
+        groups.place(pid, B)?;
     }
     let moved = groups.share_b()?;
     check_share("two hogs moved from a to b", group_b, moved, 0.5)?;
 
-    let hinted = groups.spawn_hog(env, cpu, "a", Some(-5))?;
-    let (hinted_b, within_a) = groups.shares(Some(hinted))?;
+    let hinted = groups.spawn_hog(env, cpu, A, Some(-5))?;
+    let u = groups.usage(&[A, B], Some(hinted), SETTLE_NEW)?;
+    let hinted_b = u[1] as f64 / (u[0] + u[1]) as f64;
+    let within_a = u[2] as f64 / u[0] as f64;
     let what = "a priority -5 hog added to a";
     check_share(what, group_b, hinted_b, 0.5)?;
     check_share(what, "the hinted hog, of group a's,", within_a, 0.75)?;
+
+    groups.spawn_hog(env, cpu, "c", None)?;
+    let u = groups.usage(&["p", "c"], None, SETTLE)?;
+    let nested_c = u[1] as f64 / (u[0] + u[1]) as f64;
+    check_share("a hog in c, the sibling of p", "group c", nested_c, 0.5)?;
 
     drop(groups);
     sched.check()?;
@@ -250,6 +275,6 @@ pub fn cgroup_weight(env: &Env) -> Result<String> {
         "share of b: {weights:.3} (weights 1:3, hogs 3:1, want 0.75), {changed:.3} \
          (weight changed to 1:1, want 0.5), {moved:.3} (hogs moved to 1:3, want 0.5), \
          {hinted_b:.3} (priority -5 hog added to a, want 0.5; it got {within_a:.3} of a's, \
-         want 0.75)"
+         want 0.75), share of c beside p: {nested_c:.3} (want 0.5)"
     ))
 }
