@@ -38,6 +38,8 @@ const WINDOW: Duration = Duration::from_millis(2500);
 struct Groups {
     parent: PathBuf,
     hogs: Vec<Child>,
+    /// The cpu controller was off at the root: turned off again at the end.
+    root_cpu_added: bool,
 }
 
 impl Groups {
@@ -46,14 +48,22 @@ impl Groups {
         if !root.join("cgroup.controllers").exists() {
             mount_cgroup2(root)?;
         }
-        write(&root.join("cgroup.subtree_control"), "+cpu")?;
-        let parent = root.join(PARENT);
+        let control = root.join("cgroup.subtree_control");
+        let had_cpu = std::fs::read_to_string(&control)
+            .with_context(|| format!("reading {}", control.display()))?
+            .split_whitespace()
+            .any(|c| c == "cpu");
         let mut groups = Groups {
-            parent,
+            parent: root.join(PARENT),
             hogs: Vec::new(),
+            root_cpu_added: false,
         };
         // Left over from an aborted run: its hogs died with that run.
         groups.remove();
+        if !had_cpu {
+            write(&control, "+cpu")?;
+            groups.root_cpu_added = true;
+        }
         std::fs::create_dir(&groups.parent)
             .with_context(|| format!("creating {}", groups.parent.display()))?;
         write(&groups.parent.join("cgroup.subtree_control"), "+cpu")?;
@@ -74,6 +84,10 @@ impl Groups {
             let _ = std::fs::remove_dir(self.dir(child));
         }
         let _ = std::fs::remove_dir(&self.parent);
+        if self.root_cpu_added {
+            let control = Path::new(CGROUP_ROOT).join("cgroup.subtree_control");
+            let _ = std::fs::write(control, "-cpu");
+        }
     }
 
     fn dir(&self, group: &str) -> PathBuf {
