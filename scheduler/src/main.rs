@@ -45,7 +45,8 @@ const MAX_ALLOW_IDS: usize = bpf_intf::hinted_consts_HINTED_MAX_ALLOW_IDS as usi
 /// crate: a store into the thread's own memory (task local data), no syscall.
 /// scx_hinted reads them in BPF whenever it places, queues or re-slices a task.
 /// Threads without hints are scheduled by weighted virtual time, weight from
-/// nice. See docs/policy.md for the policy and the bounds it guarantees.
+/// nice, scaled so that cgroups share CPU by their cpu.weight. See
+/// docs/policy.md for the policy and the bounds it guarantees.
 ///
 /// Needs a kernel with sched_ext (CONFIG_SCHED_CLASS_EXT) and root. Hints
 /// from other users' applications also need BPF LSM (`bpf` in the kernel's
