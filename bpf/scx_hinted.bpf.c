@@ -27,6 +27,10 @@
  *   forgiving less would forgive real CPU time, and threads that run long
  *   bursts between short naps would take more than their share.
  *
+ * - cgroup weights. A task's weight is scaled by its cgroup's share among
+ *   the busy siblings at each level (cgroup_weight.bpf.h), so CPU time splits
+ *   between cgroups by cpu.weight, not by task count; hints act within it.
+ *
  * - Latency classes. critical and interactive get short slices, small
  *   requests (early deadlines) and a large wakeup credit; they take an idle
  *   CPU first and, when none is idle, preempt a CPU running a lower class if
@@ -87,6 +91,7 @@
 #include "topology.bpf.h"
 #include "tld.bpf.h"
 #include "rules.bpf.h"
+#include "cgroup_weight.bpf.h"
 
 char _license[] SEC("license") = "GPL";
 
@@ -207,7 +212,9 @@ struct task_ctx {
 	u8 clamped;			/* a critical class or negative priority was refused */
 	s32 cls;			/* class before demotion */
 	s32 counted_class;		/* class counted in the tasks gauge */
-	u32 weight;
+	u32 base_weight;		/* from nice and priority */
+	u32 weight;			/* base_weight scaled by the cgroup's share */
+	struct cgw_task cgw;		/* its cgroup (cgroup_weight.bpf.h) */
 
 	u64 vtime;			/* vruntime */
 	u64 burst_ns;			/* CPU time since the task last woke */
@@ -558,7 +565,9 @@ static __noinline void recompute(struct task_struct *p, struct task_ctx *tctx,
 		nice = 19;
 	idx = nice + 20;
 	weight = MEMBER_VPTR(nice_weight, [idx]);
-	tctx->weight = weight ? *weight : NICE_0_WEIGHT;
+	tctx->base_weight = weight ? *weight : NICE_0_WEIGHT;
+	cgw_set_base(&tctx->cgw, tctx->base_weight);
+	tctx->weight = cgw_weight(&tctx->cgw, tctx->base_weight);
 	view_update(p, tctx, e.prio);
 }
 
@@ -644,6 +653,9 @@ static __always_inline void refresh_hints(struct task_struct *p, struct task_ctx
 	    in.static_prio != tctx->in.static_prio) {
 		tctx->in = in;
 		recompute(p, tctx, s);
+	} else {
+		/* Its cgroup's share changes as other tasks come and go. */
+		tctx->weight = cgw_weight(&tctx->cgw, tctx->base_weight);
 	}
 }
 
@@ -1325,7 +1337,10 @@ void BPF_STRUCT_OPS(hinted_runnable, struct task_struct *p, u64 enq_flags)
 {
 	struct task_ctx *tctx = task_ctx_of(p);
 
-	if (tctx && (enq_flags & SCX_ENQ_WAKEUP))
+	if (!tctx)
+		return;
+	cgw_runnable(&tctx->cgw, tctx->base_weight);
+	if (enq_flags & SCX_ENQ_WAKEUP)
 		tctx->wake_at = scx_bpf_now();
 }
 
@@ -1508,13 +1523,13 @@ void BPF_STRUCT_OPS(hinted_stopping, struct task_struct *p, bool runnable)
 
 void BPF_STRUCT_OPS(hinted_quiescent, struct task_struct *p, u64 deq_flags)
 {
-	struct task_ctx *tctx;
+	struct task_ctx *tctx = task_ctx_of(p);
 
+	if (!tctx)
+		return;
+	cgw_quiescent(&tctx->cgw);
 	/* Going to sleep ends the burst, and with it any demotion. */
 	if (!(deq_flags & SCX_DEQ_SLEEP))
-		return;
-	tctx = task_ctx_of(p);
-	if (!tctx)
 		return;
 	tctx->burst_ns = 0;
 	tctx->demoted = 0;
@@ -1545,6 +1560,7 @@ s32 BPF_STRUCT_OPS(hinted_init_task, struct task_struct *p, struct scx_init_task
 	rule_state_init(&tctx->rule);
 	tctx->cls = SCX_HINT_CLASS_NORMAL;
 	tctx->weight = NICE_0_WEIGHT;
+	cgw_task_init(&tctx->cgw, args);
 
 	/*
 	 * A forked task starts with its parent's effective hints, read afresh
@@ -1581,6 +1597,7 @@ void BPF_STRUCT_OPS(hinted_exit_task, struct task_struct *p, struct scx_exit_tas
 
 	if (!tctx)
 		return;
+	cgw_quiescent(&tctx->cgw);
 	count_class(tctx, s, CLASS_NONE);
 	set_registered(tctx, s, false);
 }
@@ -1670,6 +1687,31 @@ void BPF_STRUCT_OPS(hinted_exit, struct scx_exit_info *ei)
 	UEI_RECORD(uei, ei);
 }
 
+s32 BPF_STRUCT_OPS_SLEEPABLE(hinted_cgroup_init, struct cgroup *cgrp,
+			     struct scx_cgroup_init_args *args)
+{
+	return cgw_cgroup_init(cgrp, args);
+}
+
+void BPF_STRUCT_OPS(hinted_cgroup_exit, struct cgroup *cgrp)
+{
+	cgw_cgroup_exit(cgrp);
+}
+
+void BPF_STRUCT_OPS(hinted_cgroup_set_weight, struct cgroup *cgrp, u32 weight)
+{
+	cgw_set_weight(cgrp, weight);
+}
+
+void BPF_STRUCT_OPS(hinted_cgroup_move, struct task_struct *p, struct cgroup *from,
+		    struct cgroup *to)
+{
+	struct task_ctx *tctx = task_ctx_of(p);
+
+	if (tctx)
+		cgw_move(&tctx->cgw, to);
+}
+
 SCX_OPS_DEFINE(hinted_ops,
 	       .select_cpu		= (void *)hinted_select_cpu,
 	       .enqueue			= (void *)hinted_enqueue,
@@ -1683,6 +1725,10 @@ SCX_OPS_DEFINE(hinted_ops,
 	       .enable			= (void *)hinted_enable,
 	       .init_task		= (void *)hinted_init_task,
 	       .exit_task		= (void *)hinted_exit_task,
+	       .cgroup_init		= (void *)hinted_cgroup_init,
+	       .cgroup_exit		= (void *)hinted_cgroup_exit,
+	       .cgroup_set_weight	= (void *)hinted_cgroup_set_weight,
+	       .cgroup_move		= (void *)hinted_cgroup_move,
 	       .init			= (void *)hinted_init,
 	       .exit			= (void *)hinted_exit,
 	       .timeout_ms		= 20000,

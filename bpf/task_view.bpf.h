@@ -74,7 +74,7 @@ static __always_inline void view_update(struct task_struct *p, const struct task
 	psrc = view_prio_source(tctx);
 	v->cls = tctx->cls;
 	v->prio = psrc == HINTED_SRC_DEFAULT ? 0 : prio;
-	v->weight = tctx->weight;
+	v->weight = tctx->base_weight;
 	v->class_source = view_class_source(tctx);
 	v->prio_source = psrc;
 	v->rule_id = (v->class_source == HINTED_SRC_RULE || psrc == HINTED_SRC_RULE) ?

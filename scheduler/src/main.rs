@@ -45,7 +45,8 @@ const MAX_ALLOW_IDS: usize = bpf_intf::hinted_consts_HINTED_MAX_ALLOW_IDS as usi
 /// crate: a store into the thread's own memory (task local data), no syscall.
 /// scx_hinted reads them in BPF whenever it places, queues or re-slices a task.
 /// Threads without hints are scheduled by weighted virtual time, weight from
-/// nice. See docs/policy.md for the policy and the bounds it guarantees.
+/// nice, scaled so that cgroups share CPU by their cpu.weight. See
+/// docs/policy.md for the policy and the bounds it guarantees.
 ///
 /// Needs a kernel with sched_ext (CONFIG_SCHED_CLASS_EXT) and root. Hints
 /// from other users' applications also need BPF LSM (`bpf` in the kernel's
@@ -142,6 +143,14 @@ struct Opts {
     /// (by default it keeps them until it publishes its own).
     #[arg(long)]
     no_fork_inherit: bool,
+
+    /// Ignore cgroup CPU weights (cpu.weight). By default a task's weight is
+    /// scaled by its cgroup's share among the runnable siblings at each
+    /// level, so that CPU time splits between cgroups by their weights, not
+    /// by how many tasks each one runs; priority hints then move a thread
+    /// within its cgroup's share. See docs/policy.md, "cgroup weights".
+    #[arg(long)]
+    no_cgroup_weights: bool,
 
     /// bpffs path where the TLD map is pinned, and where applications look
     /// for it. An existing pin is reused, so registrations survive a restart
@@ -354,6 +363,7 @@ impl<'a> Scheduler<'a> {
         rodata.peer_min_run_ns = us(opts.peer_min_run_us);
         rodata.starve_ns = opts.starve_ms * 1_000_000;
         rodata.inherit_on_fork = !opts.no_fork_inherit;
+        rodata.cgroup_weights = !opts.no_cgroup_weights;
         rodata.allow_all = opts.allow_all;
         rodata.nr_allow_uids = uids.len() as u32;
         rodata.allow_uids[..uids.len()].copy_from_slice(&uids);

@@ -10,7 +10,7 @@ use anyhow::{ensure, Context, Result};
 
 use crate::harness::{self, stats, wait_stats, Env, Sched};
 
-fn scx_hint() -> Result<PathBuf> {
+pub fn scx_hint() -> Result<PathBuf> {
     std::env::var_os("PATH")
         .and_then(|paths| {
             std::env::split_paths(&paths)

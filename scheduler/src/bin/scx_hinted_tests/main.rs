@@ -16,6 +16,7 @@
 //! the 9p root meanwhile: stage this program, scx_hinted and stress-ng in
 //! tmpfs first (xtask's `guest_stage`) and put their directory first in PATH.
 
+mod cgroup_tests;
 mod harness;
 mod launcher;
 mod policy_tests;

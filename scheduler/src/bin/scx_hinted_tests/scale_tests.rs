@@ -21,12 +21,14 @@ const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 /// The callbacks whose cost is reported, by their program names (the kernel
 /// keeps the first 15 characters).
-pub const CALLBACKS: [(&str, &str); 5] = [
+pub const CALLBACKS: [(&str, &str); 7] = [
     ("enqueue", "hinted_enqueue"),
     ("dispatch", "hinted_dispatch"),
     ("select_cpu", "hinted_select_c"),
     ("running", "hinted_running"),
     ("stopping", "hinted_stopping"),
+    ("runnable", "hinted_runnable"),
+    ("quiescent", "hinted_quiescen"),
 ];
 
 /// Turns the kernel's BPF run-time accounting on for its lifetime and

@@ -55,7 +55,7 @@ fn pin_self(cpus: &[usize]) {
 }
 
 /// Restricts thread `tid` to `cpus`.
-fn set_affinity(tid: i32, cpus: &[usize]) -> Result<()> {
+pub fn set_affinity(tid: i32, cpus: &[usize]) -> Result<()> {
     // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays in its bounds for
     // ids below CPU_SETSIZE, and sched_setaffinity reads it.
     let r = unsafe {

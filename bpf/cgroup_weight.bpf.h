@@ -1,0 +1,277 @@
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
+/*
+ * cgroup CPU weights (cpu.weight), as systemd uses them to share CPU between
+ * slices and services.
+ *
+ * scx_hinted schedules tasks, not groups: every task has a weight and its
+ * vruntime advances by runtime * 1024 / weight in its LLC's queue. So that
+ * CPU splits between cgroups follow their cpu.weight and not their task
+ * counts, a task's weight is scaled by its cgroup's share, level by level,
+ * as the kernel's fair class would split it (the hierarchy is "flattened"):
+ *
+ *   weight = base * w(C1) / load(C1) * w(C2) / load(C2) * ... * w(Ck) / load(Ck)
+ *
+ * where base is the task's weight from nice and its priority hint, C1 is its
+ * cgroup, Ck the top-level cgroup it is under, w(C) the cgroup's cpu.weight
+ * (100 = 1024, one nice-0 task) and load(C) the sum of the weights of what is
+ * runnable directly in C: its tasks' base weights and its active child
+ * cgroups' w. The root cgroup's tasks keep their base weight and compete with
+ * the top-level cgroups as one nice-0 task does with a cgroup of weight 100.
+ * The weights of a cgroup's runnable tasks thus add up to its share of its
+ * parent: two sibling cgroups of cpu.weight 100 and 300 get 1:3 of a CPU
+ * whether they hold one task each or three and one.
+ *
+ * Bookkeeping: ops.runnable() adds a task's base weight to its cgroup's load
+ * (ops.quiescent() takes it back); a cgroup that becomes active adds its
+ * weight to its parent's load, and so on up (a cgroup that goes idle takes
+ * it back). The weight is recomputed from these loads whenever the task's
+ * hints are refreshed (each wakeup, enqueue and slice end): up to
+ * CGW_MAX_DEPTH hash lookups. Deeper cgroups count from their CGW_MAX_DEPTH
+ * nearest levels. cgroups beyond CGW_MAX_CGROUPS are not tracked: their tasks
+ * keep their base weight, as do all tasks on kernels without cgroup support
+ * in sched_ext (CONFIG_EXT_GROUP_SCHED), which never call the cgroup ops.
+ *
+ * Hints: a priority hint changes a task's base weight, and so its part of
+ * its cgroup's share, never the share itself. A class sets slices, wakeup
+ * credit and preemption, not share: a critical thread in a low-weight cgroup
+ * is picked early when it wakes, but does not take more than the cgroup's
+ * share over time.
+ */
+#ifndef __SCX_HINTED_CGROUP_WEIGHT_BPF_H
+#define __SCX_HINTED_CGROUP_WEIGHT_BPF_H
+
+#define CGW_MAX_CGROUPS		16384
+#define CGW_MAX_DEPTH		16
+/* cpu.weight of a cgroup that counts as one nice-0 task. */
+#define CGW_WEIGHT_DFL		100
+#define CGW_NICE_0		1024
+
+/* Set by user space (--no-cgroup-weights turns it off). */
+const volatile bool cgroup_weights = true;
+
+/* A tracked (non-root) cgroup. */
+struct cgw_node {
+	s64 load;		/* weights of its runnable tasks and active children */
+	u64 parent;		/* id of its parent, 0 if that is the root */
+	u64 weight;		/* cpu.weight in task weight units (100 = 1024) */
+	u64 contrib;		/* what it added to its parent's load, 0 if idle */
+	u32 nr_active;		/* its runnable tasks and active children */
+};
+
+/* Per task, inside its task context. */
+struct cgw_task {
+	u64 cgid;		/* id of its cgroup, 0 if none is tracked */
+	u64 contrib;		/* what it added to its cgroup's load, 0 if not runnable */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, CGW_MAX_CGROUPS);
+	__type(key, u64);
+	__type(value, struct cgw_node);
+} cgw_nodes SEC(".maps");
+
+static __always_inline u64 cgw_scaled(u32 cpu_weight)
+{
+	return (u64)cpu_weight * CGW_NICE_0 / CGW_WEIGHT_DFL;
+}
+
+static __always_inline u64 cgw_id(struct cgroup *cgrp)
+{
+	return cgrp ? BPF_CORE_READ(cgrp, kn, id) : 0;
+}
+
+/* The id a task in cgrp keeps: 0 for the root cgroup, which is not tracked
+ * (its tasks then cost no lookup at all). */
+static __always_inline u64 cgw_task_cgid(struct cgroup *cgrp)
+{
+	if (!cgroup_weights || !cgrp || BPF_CORE_READ(cgrp, level) <= 0)
+		return 0;
+	return cgw_id(cgrp);
+}
+
+/*
+ * An entity of weight w became runnable in (task) or active under (cgroup)
+ * cgroup id: add w to its load; if that made the cgroup active, it adds its
+ * own weight to its parent's load, and so on up.
+ */
+static void cgw_activate(u64 id, u64 w)
+{
+	struct cgw_node *n;
+	u64 old;
+	u32 i;
+
+	bpf_for(i, 0, CGW_MAX_DEPTH) {
+		if (!id || !(n = bpf_map_lookup_elem(&cgw_nodes, &id)))
+			return;
+		__sync_fetch_and_add(&n->load, w);
+		if (__sync_fetch_and_add(&n->nr_active, 1) != 0)
+			return;
+		/* What the parent's load holds for this cgroup always equals
+		 * contrib: each change of one goes with the same change of the
+		 * other (a weight change too, see cgw_set_weight()). */
+		w = READ_ONCE(n->weight);
+		old = __sync_lock_test_and_set(&n->contrib, w);
+		w -= old;
+		id = n->parent;
+	}
+}
+
+/* The reverse of cgw_activate(). */
+static void cgw_deactivate(u64 id, u64 w)
+{
+	struct cgw_node *n;
+	u32 i;
+
+	bpf_for(i, 0, CGW_MAX_DEPTH) {
+		if (!id || !(n = bpf_map_lookup_elem(&cgw_nodes, &id)))
+			return;
+		__sync_fetch_and_sub(&n->load, w);
+		if (__sync_fetch_and_sub(&n->nr_active, 1) != 1)
+			return;
+		w = __sync_lock_test_and_set(&n->contrib, 0);
+		id = n->parent;
+	}
+}
+
+/* ops.runnable(): the task's base weight joins its cgroup's load. */
+static __always_inline void cgw_runnable(struct cgw_task *ct, u32 base)
+{
+	if (!cgroup_weights || !ct->cgid || ct->contrib)
+		return;
+	ct->contrib = base;
+	cgw_activate(ct->cgid, base);
+}
+
+/* ops.quiescent(): and leaves it. */
+static __always_inline void cgw_quiescent(struct cgw_task *ct)
+{
+	u64 w = ct->contrib;
+
+	if (!w)
+		return;
+	ct->contrib = 0;
+	cgw_deactivate(ct->cgid, w);
+}
+
+/* The task's base weight changed (nice, priority hint): update its cgroup's
+ * load if it is in it. */
+static __always_inline void cgw_set_base(struct cgw_task *ct, u32 base)
+{
+	struct cgw_node *n;
+	u64 id = ct->cgid;
+
+	if (!ct->contrib || ct->contrib == base)
+		return;
+	n = bpf_map_lookup_elem(&cgw_nodes, &id);
+	if (n)
+		__sync_fetch_and_add(&n->load, (s64)base - (s64)ct->contrib);
+	ct->contrib = base;
+}
+
+/* The weight a task of this base weight is scheduled with (see above). */
+static __noinline u32 cgw_weight(const struct cgw_task *ct, u32 base)
+{
+	u64 id = ct->cgid, eff = base, own = base;
+	bool counted = ct->contrib;
+	struct cgw_node *n;
+	s64 load;
+	u32 i;
+
+	if (!cgroup_weights || !id)
+		return base;
+	bpf_for(i, 0, CGW_MAX_DEPTH) {
+		if (!id || !(n = bpf_map_lookup_elem(&cgw_nodes, &id)))
+			break;
+		load = READ_ONCE(n->load);
+		/* Not yet runnable (ops.select_cpu() comes before
+		 * ops.runnable()), or the cgroup not yet active: count it as
+		 * it will be. A load below the entity's own weight is a
+		 * transient of concurrent updates. */
+		if (!counted)
+			load += own;
+		if (load < (s64)own)
+			load = own;
+		own = READ_ONCE(n->weight);
+		eff = eff * own / (load ?: 1);
+		counted = READ_ONCE(n->nr_active) != 0;
+		id = n->parent;
+	}
+	if (!eff)
+		return 1;
+	return eff > 0xffffffffULL ? 0xffffffff : eff;
+}
+
+/* ops.init_task(): the cgroup the task starts in. */
+static __always_inline void cgw_task_init(struct cgw_task *ct, struct scx_init_task_args *args)
+{
+	struct cgroup *cgrp = NULL;
+
+	ct->contrib = 0;
+	if (bpf_core_field_exists(args->cgroup))
+		cgrp = args->cgroup;
+	ct->cgid = cgw_task_cgid(cgrp);
+}
+
+/* The cgroup ops; each one is optional for the kernel. */
+
+static s32 cgw_cgroup_init(struct cgroup *cgrp, struct scx_cgroup_init_args *args)
+{
+	struct cgw_node n = {};
+	u64 id;
+	int level;
+
+	level = BPF_CORE_READ(cgrp, level);
+	if (!cgroup_weights || level <= 0)
+		return 0;	/* the root: its tasks keep their weight */
+	id = cgw_id(cgrp);
+	n.weight = cgw_scaled(args->weight);
+	if (level > 1)
+		n.parent = BPF_CORE_READ(cgrp, self.parent, cgroup, kn, id);
+	/* Full: the cgroup is not tracked (never fail a mkdir for it). */
+	bpf_map_update_elem(&cgw_nodes, &id, &n, BPF_ANY);
+	return 0;
+}
+
+static void cgw_cgroup_exit(struct cgroup *cgrp)
+{
+	u64 id = cgw_id(cgrp);
+
+	bpf_map_delete_elem(&cgw_nodes, &id);
+}
+
+/*
+ * cpu.weight changed. An active cgroup's contribution to its parent's load
+ * changes with it, unless it went idle meanwhile (then contrib is 0 and its
+ * next activation adds the new weight).
+ */
+static void cgw_set_weight(struct cgroup *cgrp, u32 cpu_weight)
+{
+	u64 id = cgw_id(cgrp), w = cgw_scaled(cpu_weight), old;
+	struct cgw_node *n, *pn;
+
+	n = bpf_map_lookup_elem(&cgw_nodes, &id);
+	if (!n)
+		return;
+	WRITE_ONCE(n->weight, w);
+	old = READ_ONCE(n->contrib);
+	if (!old || __sync_val_compare_and_swap(&n->contrib, old, w) != old)
+		return;
+	id = n->parent;
+	if (id && (pn = bpf_map_lookup_elem(&cgw_nodes, &id)))
+		__sync_fetch_and_add(&pn->load, (s64)w - (s64)old);
+}
+
+/* The task moved (the kernel dequeues it first, so it is normally not
+ * counted anywhere now; if it is, its weight moves with it). */
+static __always_inline void cgw_move(struct cgw_task *ct, struct cgroup *to)
+{
+	u64 w = ct->contrib;
+
+	cgw_quiescent(ct);
+	ct->cgid = cgw_task_cgid(to);
+	if (w)
+		cgw_runnable(ct, w);
+}
+
+#endif /* __SCX_HINTED_CGROUP_WEIGHT_BPF_H */
