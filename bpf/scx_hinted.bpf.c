@@ -82,7 +82,8 @@
  *   ops.enqueue() too (the latter go to their CPU's local queue), wakeups may
  *   be queued to the target CPU, and when an RT or deadline task takes a CPU
  *   its local queue goes back through ops.enqueue() (from the sched_switch
- *   tracepoint, or ops.cpu_release on kernels before 6.19).
+ *   tracepoint, or ops.cpu_release on kernels before 6.19). A task that
+ *   calls sched_yield() gives its CPU to a queued task for one pick.
  *
  * docs/policy.md says the same for users, with the numbers.
  */
@@ -205,6 +206,7 @@ struct task_ctx {
 	u8 registered;
 	u8 demoted;			/* over budget for the rest of this burst */
 	u8 hints_fresh;			/* read by select_cpu() for this wakeup */
+	u8 yielded;			/* called sched_yield() in this slice */
 	u32 stale_cookie;		/* cookie of the entry an exec could not delete */
 	s32 hint_class;			/* CLASS_NONE if no class hint applies */
 	s32 hint_prio;
@@ -754,6 +756,7 @@ static __always_inline void refill(struct task_struct *p, struct task_ctx *tctx,
 	advance_vtime_now(tctx->vtime);
 	scx_bpf_task_set_slice(p, class_slice(cls));
 	set_current(cctx, tctx, cls, now);
+	tctx->yielded = 0;
 }
 
 static __always_inline bool is_pcpu_kthread(const struct task_struct *p)
@@ -1290,7 +1293,8 @@ void BPF_STRUCT_OPS(hinted_dispatch, s32 cpu, struct task_struct *prev)
 	if (prev_runnable && (ptctx = task_ctx_of(prev))) {
 		refresh_hints(prev, ptctx, s);
 		pcls = sched_class(ptctx);
-		if (pcls != SCX_HINT_CLASS_BACKGROUND && (remote < 0 || is_elevated(pcls))) {
+		if (pcls != SCX_HINT_CLASS_BACKGROUND && !ptctx->yielded &&
+		    (remote < 0 || is_elevated(pcls))) {
 			struct task_struct *head = __COMPAT_scx_bpf_dsq_peek(fg_dsq(llc));
 			u64 ran = now - ptctx->run_start;
 			u64 dl;
@@ -1358,6 +1362,7 @@ void BPF_STRUCT_OPS(hinted_running, struct task_struct *p)
 		return;
 	tctx->run_start = now;
 	tctx->hints_fresh = 0;
+	tctx->yielded = 0;
 	cls = sched_class(tctx);
 	/*
 	 * Every class, background included: a background thread that ran
@@ -1400,6 +1405,27 @@ void BPF_STRUCT_OPS(hinted_running, struct task_struct *p)
 		cctx->guard_pending = 0;
 		WRITE_ONCE(cctx->claimed, 0);
 	}
+}
+
+/*
+ * sched_yield(). Without ops.yield the kernel ends the slice; with it, the
+ * scheduler decides. End the slice, and have ops.dispatch() give the CPU to
+ * a queued task instead of back to the yielder: the yielder is usually the
+ * earliest deadline (it has used little CPU), so it would be picked again at
+ * once, and a thread spinning on sched_yield() (the backoff of a lock or a
+ * channel before it sleeps) would burn its whole slice while the task it
+ * waits for waits for the CPU, each yield a pass through the scheduler. As
+ * under EEVDF, a yield lets the others run first, once; it costs the yielder
+ * no virtual time. yield_to() is not supported (returns false).
+ */
+bool BPF_STRUCT_OPS(hinted_yield, struct task_struct *from, struct task_struct *to)
+{
+	struct task_ctx *tctx = task_ctx_of(from);
+
+	if (tctx)
+		tctx->yielded = 1;
+	scx_bpf_task_set_slice(from, 0);
+	return false;
 }
 
 void BPF_STRUCT_OPS(hinted_tick, struct task_struct *p)
@@ -1722,6 +1748,7 @@ SCX_OPS_DEFINE(hinted_ops,
 	       .cpu_release		= (void *)hinted_cpu_release,
 	       .stopping		= (void *)hinted_stopping,
 	       .quiescent		= (void *)hinted_quiescent,
+	       .yield			= (void *)hinted_yield,
 	       .enable			= (void *)hinted_enable,
 	       .init_task		= (void *)hinted_init_task,
 	       .exit_task		= (void *)hinted_exit_task,

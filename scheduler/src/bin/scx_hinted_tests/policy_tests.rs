@@ -637,3 +637,54 @@ pub fn nohint_throughput(env: &Env) -> Result<String> {
     );
     Ok(format!("hog work ratio {ratio:.2}x; {detail}"))
 }
+
+/// Share of one CPU a hog gets beside a thread that calls sched_yield() in a
+/// loop on the same CPU, over `secs`.
+fn hog_share_beside_yielder(secs: u64) -> Result<(f64, u64)> {
+    let pin = || {
+        let _ = crate::topo_tests::set_affinity(0, &[0]);
+    };
+    let hog = Worker::spawn(Spec::new(Kind::Hog, None).setup(pin));
+    let yielder = Worker::spawn(Spec::new(Kind::Yielder, None).setup(pin));
+    // Both pinned and running before the window starts.
+    let t0 = Instant::now();
+    while (hog.iters() == 0 || yielder.iters() == 0) && t0.elapsed() < Duration::from_secs(5) {
+        sleep(Duration::from_millis(5));
+    }
+    let (c0, y0, w0) = (hog.cpu_ns(), yielder.iters(), Instant::now());
+    sleep(Duration::from_secs(secs));
+    let share = (hog.cpu_ns() - c0) as f64 / w0.elapsed().as_nanos() as f64;
+    let yields = yielder.iters() - y0;
+    hog.stop();
+    yielder.stop();
+    Ok((share, yields))
+}
+
+/// sched_yield() gives the CPU away. A thread that spins on sched_yield()
+/// (the backoff of a lock or channel before it sleeps) has used little CPU,
+/// so it is the earliest deadline; if the scheduler handed its CPU straight
+/// back, it would spin through its slice while the thread it waits for waits
+/// for that CPU. A hog pinned beside a yielder on one CPU must get most of it:
+/// at least 80% (EEVDF, measured first for reference, gives it about all).
+pub fn yield_gives_way(env: &Env) -> Result<String> {
+    const SECS: u64 = 3;
+    const MIN_HOG_SHARE: f64 = 0.8;
+    let (eevdf, eevdf_yields) = hog_share_beside_yielder(SECS)?;
+    let mut sched = Sched::start(env, &[])?;
+    let (share, yields) = hog_share_beside_yielder(SECS)?;
+    sched.check()?;
+    sched.stop()?;
+    let detail = format!(
+        "hog's share of its CPU beside a sched_yield() loop: {:.0}% ({} yields in {SECS} s); \
+         EEVDF {:.0}% ({} yields)",
+        100.0 * share,
+        yields,
+        100.0 * eevdf,
+        eevdf_yields
+    );
+    ensure!(
+        share >= MIN_HOG_SHARE,
+        "the yielding thread kept the CPU: {detail}"
+    );
+    Ok(detail)
+}

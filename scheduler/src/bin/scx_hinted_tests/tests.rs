@@ -40,6 +40,7 @@ pub const TESTS: &[(&str, TestFn)] = &[
     ("switch_stall", policy_tests::switch_stall),
     ("bg_newcomers", policy_tests::bg_newcomers),
     ("low_weight_wait", policy_tests::low_weight_wait),
+    ("yield_gives_way", policy_tests::yield_gives_way),
     ("cgroup_weight", crate::cgroup_tests::cgroup_weight),
     ("messaging_vs_eevdf", policy_tests::messaging_vs_eevdf),
     ("many_threads", crate::scale_tests::many_threads),

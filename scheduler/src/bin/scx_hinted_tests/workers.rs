@@ -22,6 +22,8 @@ pub enum Kind {
     Periodic { work: Duration, period: Duration },
     /// Runs `run`, sleeps `nap`, forever: short sleeps between long bursts.
     Bursty { run: Duration, nap: Duration },
+    /// Calls sched_yield() in a loop, as a spin-wait's backoff does.
+    Yielder,
 }
 
 /// What a worker does before its loop (runs on the worker thread).
@@ -158,6 +160,7 @@ impl Worker {
             Kind::Hog => "hog",
             Kind::Bursty { .. } => "bursty",
             Kind::Periodic { .. } => "periodic",
+            Kind::Yielder => "yielder",
         };
         let builder = std::thread::Builder::new().name(name.into());
         let handle = builder.spawn(move || {
@@ -196,6 +199,14 @@ impl Worker {
                         apply_class(&sh);
                         spin_for(run, &sh);
                         std::thread::sleep(nap);
+                        sh.iters.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Kind::Yielder => {
+                    while !sh.stop.load(Ordering::Relaxed) {
+                        apply_class(&sh);
+                        // SAFETY: no arguments, no memory.
+                        unsafe { libc::sched_yield() };
                         sh.iters.fetch_add(1, Ordering::Relaxed);
                     }
                 }
