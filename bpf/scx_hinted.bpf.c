@@ -42,9 +42,10 @@
  *   slices, no wakeup credit, never preempts, and its slice ends at a tick
  *   after a normal slice's worth when an earlier deadline waits. background
  *   waits in its own queue that a CPU serves only when no other work is
- *   queued, except that each CPU serves it at least once every bg_period_ns
- *   (a guaranteed minimum share; that slice yields only to critical and
- *   interactive, and only after bg_guard_min_ns), so it never starves.
+ *   queued, except that each CPU gives it a background slice of run time at
+ *   least every bg_period_ns (a guaranteed minimum share, counted in time:
+ *   many short runs make up one slice; a guard pick yields only to critical
+ *   and interactive, and only after bg_guard_min_ns), so it never starves.
  *
  * - Topology. Each last-level cache (LLC) has its own queues (topology.bpf.h);
  *   a task queues in the LLC of the CPU it was placed on. A CPU serves its
@@ -57,8 +58,9 @@
  *
  * - Starvation guard. Deadlines scale with the inverse of the weight, so a
  *   nice-19 task among many CPU hogs could wait seconds per slice; a task
- *   that has waited starve_ns (1 s) in the shared queue runs ahead of the
- *   deadline order (one CPU looks every starve_check_ns, 100 ms, and again
+ *   that has waited starve_ns (1 s) in its LLC's queue (background too:
+ *   hundreds of runnable background threads per CPU would outwait its
+ *   minimum share) runs ahead of the deadline order (one CPU looks every starve_check_ns, 100 ms, and again
  *   right after each such pick), so the watchdog does not fire.
  *
  * - Abuse budget. A critical or interactive thread that runs longer than its
@@ -143,6 +145,8 @@ const volatile u64 bg_period_ns = 57000000;
 const volatile u64 bg_guard_min_ns = 1000000;
 /* How long a normal task runs before a waking normal task may preempt it. */
 const volatile u64 peer_min_run_ns = 1000000;
+/* Background tasks the starvation guard looks at, from its queue's head. */
+#define BG_STARVE_SCAN		32
 /* A task queued this long is served first (starvation guard); 0 = off. */
 const volatile u64 starve_ns = 1000000000;
 /* How often a CPU looks for such a task. */
@@ -241,7 +245,8 @@ struct cpu_ctx {
 	u64 cur_vtime;			/* vruntime of the running task when it started */
 	u64 cur_start;			/* when it started */
 	u64 cur_dl;			/* its virtual deadline for this slice */
-	u64 bg_last;			/* when background last ran here */
+	u64 bg_last;			/* when background was last given its share here */
+	u64 bg_ran;			/* background run time here since then */
 	u32 rr;				/* rotates the start of bounded looks at other LLCs */
 };
 
@@ -748,10 +753,30 @@ static __always_inline void set_current(struct cpu_ctx *cctx, const struct task_
  * sort before every newcomer queued there (which start near vtime_now) until
  * the starvation guard.
  */
+/*
+ * Background's minimum share is run time, not picks: a CPU has given it its
+ * due once background ran a background slice there in all (several short
+ * runs count together). Counted per pick, a guard that picked a thread which
+ * ran 50 us and slept would wait a whole period for the next: thousands of
+ * such threads woken at once (a process creating them, say) waited for
+ * seconds each, and one past the watchdog's 20 s ended the scheduler.
+ */
+static __always_inline void account_background(struct cpu_ctx *cctx, u64 ran, u64 now)
+{
+	cctx->bg_ran += ran;
+	if (cctx->bg_ran >= class_slice(SCX_HINT_CLASS_BACKGROUND)) {
+		cctx->bg_last = now;
+		cctx->bg_ran = 0;
+	}
+}
+
 static __always_inline void refill(struct task_struct *p, struct task_ctx *tctx, s32 cls,
 				   struct cpu_ctx *cctx, u64 now)
 {
-	charge(tctx, now);
+	u64 ran = charge(tctx, now);
+
+	if (cls == SCX_HINT_CLASS_BACKGROUND)
+		account_background(cctx, ran, now);
 	raise_lagging(tctx, cls);
 	advance_vtime_now(tctx->vtime);
 	scx_bpf_task_set_slice(p, class_slice(cls));
@@ -1102,11 +1127,34 @@ void BPF_STRUCT_OPS(hinted_enqueue, struct task_struct *p, u64 enq_flags)
  * one pick per period would serve only ten starving tasks a second, and
  * some 200 of them would reach the watchdog.
  */
+/*
+ * Moves the first task of dsq that has waited starve_ns and may run on cpu
+ * to this CPU, looking at no more than max_seen tasks (0: all).
+ */
+static __always_inline bool pick_starving(u64 dsq, s32 cpu, u64 now, u32 max_seen)
+{
+	struct task_struct *p;
+	u32 seen = 0;
+
+	bpf_for_each(scx_dsq, p, dsq, 0) {
+		struct task_ctx *tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+
+		if (max_seen && ++seen > max_seen)
+			break;
+		/* Moving a task to a CPU it may not run on ends the scheduler. */
+		if (!tctx || now - tctx->queued_at < starve_ns ||
+		    !bpf_cpumask_test_cpu(cpu, p->cpus_ptr) || is_migration_disabled(p))
+			continue;
+		if (scx_bpf_dsq_move(BPF_FOR_EACH_ITER, p, SCX_DSQ_LOCAL, 0))
+			return true;
+	}
+	return false;
+}
+
 static bool serve_starving(u32 llc, s32 cpu, u64 now)
 {
 	struct llc_ctx *lctx = MEMBER_VPTR(llc_ctxs, [llc]);
 	struct hinted_stats *s;
-	struct task_struct *p;
 	u64 last;
 
 	if (!starve_ns || !lctx)
@@ -1115,19 +1163,19 @@ static bool serve_starving(u32 llc, s32 cpu, u64 now)
 	if (now - last < starve_check_ns ||
 	    __sync_val_compare_and_swap(&lctx->starve_checked_at, last, now) != last)
 		return false;
-	bpf_for_each(scx_dsq, p, fg_dsq(llc), 0) {
-		struct task_ctx *tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
-
-		/* Moving a task to a CPU it may not run on ends the scheduler. */
-		if (!tctx || now - tctx->queued_at < starve_ns ||
-		    !bpf_cpumask_test_cpu(cpu, p->cpus_ptr) || is_migration_disabled(p))
-			continue;
-		if (scx_bpf_dsq_move(BPF_FOR_EACH_ITER, p, SCX_DSQ_LOCAL, 0)) {
-			if ((s = stats_get()))
-				s->starve_picks++;
-			lctx->starve_checked_at = now - starve_check_ns;
-			return true;
-		}
+	/*
+	 * Background too: its minimum share is a few percent of each CPU, and
+	 * enough runnable background threads (hundreds per CPU) would each wait
+	 * longer than the watchdog allows. Its queue is in deadline order, which
+	 * for background is about arrival order, so the longest waiters are
+	 * near the head: a bounded look suffices.
+	 */
+	if (pick_starving(fg_dsq(llc), cpu, now, 0) ||
+	    pick_starving(bg_dsq(llc), cpu, now, BG_STARVE_SCAN)) {
+		if ((s = stats_get()))
+			s->starve_picks++;
+		lctx->starve_checked_at = now - starve_check_ns;
+		return true;
 	}
 	return false;
 }
@@ -1532,16 +1580,17 @@ void BPF_STRUCT_OPS(hinted_stopping, struct task_struct *p, bool runnable)
 	struct cpu_ctx *cctx = task_cpu_ctx(p);
 	struct task_ctx *tctx;
 	u64 now = scx_bpf_now();
+	u64 ran;
 
 	tctx = task_ctx_of(p);
 	if (!tctx)
 		return;
-	charge(tctx, now);
+	ran = charge(tctx, now);
 	check_budget(tctx, stats_get(), tctx->burst_ns);
 
 	if (cctx) {
 		if (tctx->cls == SCX_HINT_CLASS_BACKGROUND)
-			cctx->bg_last = now;
+			account_background(cctx, ran, now);
 		cctx->cur_class = CLASS_NONE;
 		cctx->protected = 0;
 	}

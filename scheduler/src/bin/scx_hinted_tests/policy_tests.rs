@@ -688,3 +688,66 @@ pub fn yield_gives_way(env: &Env) -> Result<String> {
     );
     Ok(detail)
 }
+
+/// Many short background runs beside normal hogs: background's minimum share
+/// is run time, not one pick per period. 300 background threads that run
+/// 50 us and nap 2 ms, beside 2 normal hogs per CPU: counted per pick, each
+/// CPU served one of them every 60 ms and a thread ran about once every 8 s;
+/// thousands of them waited past the watchdog. Every one must run at least
+/// once in a 4 s window.
+pub fn bg_crowd(env: &Env) -> Result<String> {
+    const THREADS: usize = 300;
+    const WINDOW: Duration = Duration::from_secs(4);
+    let mut sched = Sched::start(env, &[])?;
+    let hogs: Vec<Worker> = (0..2 * nr_cpus())
+        .map(|_| Worker::spawn(Spec::new(Kind::Hog, None)))
+        .collect();
+    let crowd: Vec<Worker> = (0..THREADS)
+        .map(|_| {
+            Worker::spawn(Spec::new(
+                Kind::Bursty {
+                    run: Duration::from_micros(50),
+                    nap: Duration::from_millis(2),
+                },
+                Some(Background),
+            ))
+        })
+        .collect();
+    // Every thread has run once (its hint is applied) before the window.
+    let t0 = Instant::now();
+    while crowd.iter().any(|w| w.iters() == 0) && t0.elapsed() < Duration::from_secs(30) {
+        sleep(Duration::from_millis(20));
+    }
+    let started = t0.elapsed();
+    let before: Vec<u64> = crowd.iter().map(|w| w.iters()).collect();
+    sleep(WINDOW);
+    let mut runs: Vec<u64> = crowd
+        .iter()
+        .zip(&before)
+        .map(|(w, b)| w.iters() - b)
+        .collect();
+    workers::stop_all(crowd);
+    workers::stop_all(hogs);
+    sched.check()?;
+    let s = harness::stats()?;
+    let (picks, starve) = (s.get("bg_guard_picks"), s.get("starve_picks"));
+    sched.stop()?;
+    runs.sort_unstable();
+    let idle = runs.iter().filter(|&&r| r == 0).count();
+    let detail = format!(
+        "{THREADS} background threads (50 us runs, 2 ms naps) beside {} normal hogs: \
+         all had run after {:.1} s; runs per thread in {} s: min {}, median {}, max {} \
+         ({idle} never ran); guard picks {picks}, starvation picks {starve}",
+        2 * nr_cpus(),
+        started.as_secs_f64(),
+        WINDOW.as_secs(),
+        runs[0],
+        runs[THREADS / 2],
+        runs[THREADS - 1]
+    );
+    ensure!(
+        idle == 0,
+        "background threads waited the whole window: {detail}"
+    );
+    Ok(detail)
+}

@@ -41,6 +41,7 @@ pub const TESTS: &[(&str, TestFn)] = &[
     ("bg_newcomers", policy_tests::bg_newcomers),
     ("low_weight_wait", policy_tests::low_weight_wait),
     ("yield_gives_way", policy_tests::yield_gives_way),
+    ("bg_crowd", policy_tests::bg_crowd),
     ("cgroup_weight", crate::cgroup_tests::cgroup_weight),
     ("messaging_vs_eevdf", policy_tests::messaging_vs_eevdf),
     ("many_threads", crate::scale_tests::many_threads),
