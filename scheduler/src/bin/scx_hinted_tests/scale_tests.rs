@@ -53,6 +53,43 @@ impl Drop for BpfStats {
     }
 }
 
+const MAX_MAP_COUNT_SYSCTL: &str = "/proc/sys/vm/max_map_count";
+
+/// Raises the per-process mapping limit to at least `maps` for its
+/// lifetime: a thread of this process takes 4 mappings (its stack and the
+/// signal stack, each with a guard page), so the default 65,530 stops near
+/// 16,000 live threads with ENOMEM.
+struct MapCountAtLeast {
+    old: Option<String>,
+}
+
+impl MapCountAtLeast {
+    fn raise(maps: u64) -> Result<Self> {
+        let old = std::fs::read_to_string(MAX_MAP_COUNT_SYSCTL)
+            .with_context(|| format!("reading {MAX_MAP_COUNT_SYSCTL}"))?;
+        let now: u64 = old
+            .trim()
+            .parse()
+            .with_context(|| format!("{MAX_MAP_COUNT_SYSCTL}: {old:?}"))?;
+        if now >= maps {
+            return Ok(Self { old: None });
+        }
+        std::fs::write(MAX_MAP_COUNT_SYSCTL, maps.to_string())
+            .with_context(|| format!("raising {MAX_MAP_COUNT_SYSCTL} to {maps}"))?;
+        Ok(Self {
+            old: Some(old.trim().to_string()),
+        })
+    }
+}
+
+impl Drop for MapCountAtLeast {
+    fn drop(&mut self) {
+        if let Some(old) = &self.old {
+            let _ = std::fs::write(MAX_MAP_COUNT_SYSCTL, old);
+        }
+    }
+}
+
 /// Run time (ns) and run count of every loaded BPF program named
 /// `hinted_*`, summed by name.
 pub fn prog_stats() -> BTreeMap<String, (u64, u64)> {
@@ -359,6 +396,8 @@ fn many_counts() -> Result<(usize, usize)> {
 /// baseline. Also states the kernel memory per registered thread.
 pub fn many_threads(env: &Env) -> Result<String> {
     let (n_sleepers, n_churn) = many_counts()?;
+    // Up to twice the sleepers live at once, plus the churn batch.
+    let _maps = MapCountAtLeast::raise(65_530 + 8 * (2 * n_sleepers as u64 + 1_000))?;
     let _bpf_stats = BpfStats::enable()?;
     let mut sched = Sched::start(env, &[])?;
     let base = stats()?;
