@@ -55,6 +55,43 @@ impl Drop for BpfStats {
     }
 }
 
+const MAX_MAP_COUNT_SYSCTL: &str = "/proc/sys/vm/max_map_count";
+
+/// Raises the per-process mapping limit to at least `maps` for its
+/// lifetime: a thread of this process takes 4 mappings (its stack and the
+/// signal stack, each with a guard page), so the default 65,530 stops near
+/// 16,000 live threads with ENOMEM.
+struct MapCountAtLeast {
+    old: Option<String>,
+}
+
+impl MapCountAtLeast {
+    fn raise(maps: u64) -> Result<Self> {
+        let old = std::fs::read_to_string(MAX_MAP_COUNT_SYSCTL)
+            .with_context(|| format!("reading {MAX_MAP_COUNT_SYSCTL}"))?;
+        let now: u64 = old
+            .trim()
+            .parse()
+            .with_context(|| format!("{MAX_MAP_COUNT_SYSCTL}: {old:?}"))?;
+        if now >= maps {
+            return Ok(Self { old: None });
+        }
+        std::fs::write(MAX_MAP_COUNT_SYSCTL, maps.to_string())
+            .with_context(|| format!("raising {MAX_MAP_COUNT_SYSCTL} to {maps}"))?;
+        Ok(Self {
+            old: Some(old.trim().to_string()),
+        })
+    }
+}
+
+impl Drop for MapCountAtLeast {
+    fn drop(&mut self) {
+        if let Some(old) = &self.old {
+            let _ = std::fs::write(MAX_MAP_COUNT_SYSCTL, old);
+        }
+    }
+}
+
 /// Run time (ns) and run count of every loaded BPF program named
 /// `hinted_*`, summed by name.
 pub fn prog_stats() -> BTreeMap<String, (u64, u64)> {
@@ -237,11 +274,13 @@ impl Sleepers {
             ready,
             handles,
         };
+        // The emulated guest creates about 50 threads per second.
+        let limit = Duration::from_secs(120).max(Duration::from_millis(60 * n as u64));
         let start = Instant::now();
         while s.ready.load(Ordering::Acquire) < n {
             ensure!(
-                start.elapsed() < Duration::from_secs(120),
-                "only {} of {n} sleepers registered in 120 s",
+                start.elapsed() < limit,
+                "only {} of {n} sleepers registered in {limit:?}",
                 s.ready.load(Ordering::Acquire)
             );
             sleep(Duration::from_millis(20));
@@ -278,21 +317,58 @@ fn foll_pinned() -> Result<i64> {
     Ok(field("nr_foll_pin_acquired ")? - field("nr_foll_pin_released ")?)
 }
 
-/// Unreclaimable slab memory in bytes (BPF task-storage elements live there).
-fn slab_unreclaimable() -> Result<i64> {
-    let text = std::fs::read_to_string("/proc/meminfo")?;
-    let kb: i64 = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("SUnreclaim:")?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
+/// Slab caches in use: name -> (objects in use, object size in bytes), from
+/// /proc/slabinfo (BPF task-storage elements live in the kmalloc caches).
+fn slab_caches() -> Result<BTreeMap<String, (i64, i64)>> {
+    let text = std::fs::read_to_string("/proc/slabinfo").context("reading /proc/slabinfo")?;
+    let mut out = BTreeMap::new();
+    // Lines after the two header lines: name active_objs num_objs objsize ...
+    for line in text.lines().skip(2) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let (Some(name), Some(Ok(active)), Some(Ok(size))) = (
+            f.first(),
+            f.get(1).map(|v| v.parse()),
+            f.get(3).map(|v| v.parse()),
+        ) {
+            out.insert(name.to_string(), (active, size));
+        }
+    }
+    ensure!(!out.is_empty(), "/proc/slabinfo lists no cache");
+    Ok(out)
+}
+
+/// Per cache, the objects added between two [`slab_caches`] reads.
+fn slab_growth(
+    before: &BTreeMap<String, (i64, i64)>,
+    after: &BTreeMap<String, (i64, i64)>,
+) -> BTreeMap<String, (i64, i64)> {
+    after
+        .iter()
+        .map(|(name, &(n1, size))| {
+            let n0 = before.get(name).map_or(0, |c| c.0);
+            (name.clone(), (n1 - n0, size))
         })
-        .context("SUnreclaim not in /proc/meminfo")?;
-    Ok(kb * 1024)
+        .collect()
+}
+
+/// The kernel memory a registration adds: the slab growth of `m` hinted
+/// threads less that of `m` unhinted ones, per thread, in bytes and per
+/// cache (the caches that grew by at least one object per ten threads).
+fn registration_slab(
+    hinted: &BTreeMap<String, (i64, i64)>,
+    unhinted: &BTreeMap<String, (i64, i64)>,
+    m: usize,
+) -> (f64, String) {
+    let mut bytes = 0i64;
+    let mut caches = Vec::new();
+    for (name, &(n, size)) in hinted {
+        let extra = n - unhinted.get(name).map_or(0, |c| c.0);
+        bytes += extra * size;
+        if extra.abs() * 10 >= m as i64 {
+            caches.push(format!("{name} {:+.2} x {size} B", extra as f64 / m as f64));
+        }
+    }
+    (bytes as f64 / m as f64, caches.join(", "))
 }
 
 /// The counts of `many_threads`: SCX_HINTS_MANY_THREADS="SLEEPERS,CHURN"
@@ -322,6 +398,8 @@ fn many_counts() -> Result<(usize, usize)> {
 /// baseline. Also states the kernel memory per registered thread.
 pub fn many_threads(env: &Env) -> Result<String> {
     let (n_sleepers, n_churn) = many_counts()?;
+    // Up to twice the sleepers live at once, plus the churn batch.
+    let _maps = MapCountAtLeast::raise(65_530 + 8 * (2 * n_sleepers as u64 + 1_000))?;
     let _bpf_stats = BpfStats::enable()?;
     let mut sched = Sched::start(env, &[])?;
     let base = stats()?;
@@ -346,23 +424,24 @@ pub fn many_threads(env: &Env) -> Result<String> {
         cost(&s0, &prog_stats())
     };
 
-    // Kernel memory of a registration: slab growth of hinted sleepers less
-    // that of as many unhinted ones (threads cost slab of their own).
-    let m = n_sleepers - 100;
-    let slab0 = slab_unreclaimable()?;
-    progress(&format!("many_threads: {m} unhinted sleepers"));
-    let unhinted = Sleepers::spawn(m, None)?;
-    let slab_unhinted = slab_unreclaimable()? - slab0;
-    unhinted.release();
-
     progress("many_threads: 100 hinted sleepers, cost phase");
     let few = Sleepers::spawn(100, Some(Background))?;
     sleep(Duration::from_secs(1));
     let cost_few = phase(5);
-    let (slab_before, pin_before) = (slab_unreclaimable()?, foll_pinned()?);
+
+    // Kernel memory of a registration: the slab growth of hinted sleepers
+    // less that of as many unhinted ones (threads cost slab of their own).
+    // Both sets stay alive until both are measured: no thread exits in
+    // between, whose memory the kernel frees later (RCU) in the middle of
+    // a measurement.
+    let m = n_sleepers - 100;
+    let slab0 = slab_caches()?;
+    progress(&format!("many_threads: {m} unhinted sleepers"));
+    let unhinted = Sleepers::spawn(m, None)?;
+    let (slab1, pin_before) = (slab_caches()?, foll_pinned()?);
     progress(&format!("many_threads: {m} more hinted sleepers"));
     let many = Sleepers::spawn(m, Some(Background))?;
-    let (slab_after, pin_after) = (slab_unreclaimable()?, foll_pinned()?);
+    let (slab2, pin_after) = (slab_caches()?, foll_pinned()?);
     sched.check()?;
     // `registered` also counts the load's threads: wait for the class too.
     let s = wait_stats(Duration::from_secs(30), |s| {
@@ -376,9 +455,14 @@ pub fn many_threads(env: &Env) -> Result<String> {
     sched.check()?;
     workers::stop_all(load);
     many.release();
+    unhinted.release();
     few.release();
 
-    let per_thread_slab = ((slab_after - slab_before) - slab_unhinted) as f64 / m as f64;
+    let (per_thread_slab, slab_caches_grown) = registration_slab(
+        &slab_growth(&slab1, &slab2),
+        &slab_growth(&slab0, &slab1),
+        m,
+    );
     let pins_per_thread = (pin_after - pin_before) as f64 / m as f64;
 
     // Churn: threads created, hinted and exited, in batches.
@@ -405,10 +489,11 @@ pub fn many_threads(env: &Env) -> Result<String> {
     }
     let churn_secs = start.elapsed().as_secs_f64();
     println!(
-        "many_threads: enqueue {:.0} -> {:.0} ns, dispatch {:.0} -> {:.0} ns (100 -> {n_sleepers} \
-         registered); registration: {per_thread_slab:.0} B slab, {pins_per_thread:.2} pins; \
+        "many_threads: 100 registered: {}; {n_sleepers} registered: {}; registration: \
+         {per_thread_slab:.0} B slab ({slab_caches_grown}), {pins_per_thread:.2} pins; \
          {n_churn} churned in {churn_secs:.1} s",
-        cost_few[0].1, cost_many[0].1, cost_few[1].1, cost_many[1].1
+        cost_line(&cost_few),
+        cost_line(&cost_many)
     );
     // Reaped threads drop their entries and pins shortly after they exit.
     let end = wait_stats(Duration::from_secs(60), |s| {
@@ -444,29 +529,36 @@ pub fn many_threads(env: &Env) -> Result<String> {
             f64::NAN
         }
     };
-    let (enq, disp) = (ratio(0), ratio(1));
+    let (enq, disp, running) = (ratio(0), ratio(1), ratio(3));
     // The issue's goal is 10%; the emulated guest's BPF timings vary more
-    // than that between phases of one boot (ratios of 0.74 to 1.6 seen with
-    // nothing changed but the phase), so the test fails only on a cost that
-    // grows with the thread count (ten times the threads: a per-thread cost
-    // would be several times this bound), and reports the ratio.
+    // than that between phases of one boot (raw ratios of 0.74 to 2.1 seen
+    // with nothing changed but the phase: a callback's run time also holds
+    // the time the host took the emulator away). `running` does the same
+    // work whatever the thread count, so each cost is compared relative to
+    // it in its own phase, and the test fails only on a cost that grows
+    // with the thread count (ten times the threads: a per-thread cost would
+    // be several times this bound).
+    let (enq_rel, disp_rel) = (enq / running, disp / running);
     ensure!(
-        enq < 2.0 && disp < 2.0,
+        enq_rel < 2.0 && disp_rel < 2.0,
         "cost grew with {n_sleepers} registered threads: enqueue {:.0} -> {:.0} ns, \
-         dispatch {:.0} -> {:.0} ns",
+         dispatch {:.0} -> {:.0} ns, running {:.0} -> {:.0} ns (relative to running: \
+         enqueue x{enq_rel:.2}, dispatch x{disp_rel:.2})",
         cost_few[0].1,
         cost_many[0].1,
         cost_few[1].1,
-        cost_many[1].1
+        cost_many[1].1,
+        cost_few[3].1,
+        cost_many[3].1,
     );
     ensure!(
         bg_tasks >= bg0 + n_sleepers as f64,
         "background tasks gauge {bg_tasks} did not count {n_sleepers} sleepers"
     );
     Ok(format!(
-        "{n_sleepers} registered: enqueue {:.0} -> {:.0} ns (x{enq:.2}), dispatch {:.0} -> {:.0} ns \
-         (x{disp:.2}) vs 100; a registration costs {:.0} B of kernel slab and \
-         {pins_per_thread:.2} pinned pages; {n_churn} hinted threads churned in {churn_secs:.1} s, \
+        "{n_sleepers} registered: enqueue {:.0} -> {:.0} ns (x{enq:.2}, x{enq_rel:.2} relative to \
+         running), dispatch {:.0} -> {:.0} ns (x{disp:.2}, x{disp_rel:.2}) vs 100; a registration costs {:.0} B of kernel slab \
+         ({slab_caches_grown}) and {pins_per_thread:.2} pinned pages; {n_churn} hinted threads churned in {churn_secs:.1} s, \
          registered/tasks/pins back to baseline ({reg0}/{bg0}/{pin0})",
         cost_few[0].1,
         cost_many[0].1,
