@@ -85,7 +85,8 @@
  *   be queued to the target CPU, and when an RT or deadline task takes a CPU
  *   its local queue goes back through ops.enqueue() (from the sched_switch
  *   tracepoint, or ops.cpu_release on kernels before 6.19). A task that
- *   calls sched_yield() gives its CPU to a queued task for one pick.
+ *   calls sched_yield() gives its CPU to the first task queued in its LLC
+ *   and forfeits the rest of its request, as under EEVDF.
  *
  * docs/policy.md says the same for users, with the numbers.
  */
@@ -211,6 +212,7 @@ struct task_ctx {
 	u8 demoted;			/* over budget for the rest of this burst */
 	u8 hints_fresh;			/* read by select_cpu() for this wakeup */
 	u8 yielded;			/* called sched_yield() in this slice */
+	u64 yield_floor;		/* its slice's deadline when it yielded */
 	u32 stale_cookie;		/* cookie of the entry an exec could not delete */
 	s32 hint_class;			/* CLASS_NONE if no class hint applies */
 	s32 hint_prio;
@@ -1080,6 +1082,9 @@ void BPF_STRUCT_OPS(hinted_enqueue, struct task_struct *p, u64 enq_flags)
 		return;
 	}
 
+	/* A yielder forfeits the rest of its request (see hinted_yield()). */
+	if (tctx->yielded && time_before(tctx->vtime, tctx->yield_floor))
+		tctx->vtime = tctx->yield_floor;
 	dl = task_deadline(tctx, cls);
 
 	/* An idle CPU first, when ops.select_cpu() did not already look. */
@@ -1341,8 +1346,7 @@ void BPF_STRUCT_OPS(hinted_dispatch, s32 cpu, struct task_struct *prev)
 	if (prev_runnable && (ptctx = task_ctx_of(prev))) {
 		refresh_hints(prev, ptctx, s);
 		pcls = sched_class(ptctx);
-		if (pcls != SCX_HINT_CLASS_BACKGROUND && !ptctx->yielded &&
-		    (remote < 0 || is_elevated(pcls))) {
+		if (pcls != SCX_HINT_CLASS_BACKGROUND && (remote < 0 || is_elevated(pcls))) {
 			struct task_struct *head = __COMPAT_scx_bpf_dsq_peek(fg_dsq(llc));
 			u64 ran = now - ptctx->run_start;
 			u64 dl;
@@ -1350,7 +1354,9 @@ void BPF_STRUCT_OPS(hinted_dispatch, s32 cpu, struct task_struct *prev)
 			raise_lagging(ptctx, pcls);	/* as refill() would */
 			dl = ptctx->vtime + scale_inv(ran + class_slice(pcls), ptctx->weight);
 
-			if (!head || time_before(dl, head->scx.dsq_vtime)) {
+			/* A yield gives way to this LLC's queue only (not to other
+			 * LLCs or to background, as EEVDF's stays on its CPU). */
+			if (!head || (!ptctx->yielded && time_before(dl, head->scx.dsq_vtime))) {
 				refill(prev, ptctx, pcls, cctx, now);
 				return;
 			}
@@ -1458,20 +1464,27 @@ void BPF_STRUCT_OPS(hinted_running, struct task_struct *p)
 /*
  * sched_yield(). Without ops.yield the kernel ends the slice; with it, the
  * scheduler decides. End the slice, and have ops.dispatch() give the CPU to
- * a queued task instead of back to the yielder: the yielder is usually the
- * earliest deadline (it has used little CPU), so it would be picked again at
- * once, and a thread spinning on sched_yield() (the backoff of a lock or a
- * channel before it sleeps) would burn its whole slice while the task it
- * waits for waits for the CPU, each yield a pass through the scheduler. As
- * under EEVDF, a yield lets the others run first, once; it costs the yielder
- * no virtual time. yield_to() is not supported (returns false).
+ * the task first in this LLC's queue instead of back to the yielder: the
+ * yielder is usually the earliest deadline (it has used little CPU), so it
+ * would be picked again at once, and a thread spinning on sched_yield() (the
+ * backoff of a lock or a channel before it sleeps) would burn its whole
+ * slice while the task it waits for waits for the CPU. As EEVDF does (since
+ * 6.19), the yielder forfeits the rest of its request: its vruntime is
+ * raised to its slice's deadline when it is queued again, so that two
+ * yielders do not hand the CPU back and forth past everyone else.
+ * yield_to() (a directed yield) is not supported: false, and nothing done.
  */
 bool BPF_STRUCT_OPS(hinted_yield, struct task_struct *from, struct task_struct *to)
 {
-	struct task_ctx *tctx = task_ctx_of(from);
+	struct task_ctx *tctx;
 
-	if (tctx)
+	if (to)
+		return false;
+	tctx = task_ctx_of(from);
+	if (tctx) {
 		tctx->yielded = 1;
+		tctx->yield_floor = tctx->vtime + task_req(tctx, sched_class(tctx));
+	}
 	scx_bpf_task_set_slice(from, 0);
 	return false;
 }

@@ -638,53 +638,77 @@ pub fn nohint_throughput(env: &Env) -> Result<String> {
     Ok(format!("hog work ratio {ratio:.2}x; {detail}"))
 }
 
-/// Share of one CPU a hog gets beside a thread that calls sched_yield() in a
-/// loop on the same CPU, over `secs`.
-fn hog_share_beside_yielder(secs: u64) -> Result<(f64, u64)> {
+/// What a hog and two threads calling sched_yield() in a loop, all pinned
+/// to CPU 0, get of it over `secs`: the hog's share, the three threads'
+/// CPU time over the wall time (about 1 if they shared one CPU), and the
+/// yields made.
+fn hog_beside_yielders(secs: u64) -> Result<(f64, f64, u64)> {
     let pin = || {
-        let _ = crate::topo_tests::set_affinity(0, &[0]);
+        if let Err(e) = crate::topo_tests::set_affinity(0, &[0]) {
+            eprintln!("yield test: pinning failed: {e:#}");
+        }
     };
     let hog = Worker::spawn(Spec::new(Kind::Hog, None).setup(pin));
-    let yielder = Worker::spawn(Spec::new(Kind::Yielder, None).setup(pin));
-    // Both pinned and running before the window starts.
+    let yielders: Vec<Worker> = (0..2)
+        .map(|_| Worker::spawn(Spec::new(Kind::Yielder, None).setup(pin)))
+        .collect();
+    let all_ran = || hog.iters() > 0 && yielders.iter().all(|y| y.iters() > 0);
     let t0 = Instant::now();
-    while (hog.iters() == 0 || yielder.iters() == 0) && t0.elapsed() < Duration::from_secs(5) {
+    while !all_ran() && t0.elapsed() < Duration::from_secs(10) {
         sleep(Duration::from_millis(5));
     }
-    let (c0, y0, w0) = (hog.cpu_ns(), yielder.iters(), Instant::now());
+    ensure!(
+        all_ran(),
+        "the hog and the yielders did not all start in 10 s"
+    );
+    let cpu = |w: &Worker| w.cpu_ns();
+    let (h0, y0) = (cpu(&hog), yielders.iter().map(cpu).sum::<u64>());
+    let n0: u64 = yielders.iter().map(|y| y.iters()).sum();
+    let w0 = Instant::now();
     sleep(Duration::from_secs(secs));
-    let share = (hog.cpu_ns() - c0) as f64 / w0.elapsed().as_nanos() as f64;
-    let yields = yielder.iters() - y0;
+    let wall = w0.elapsed().as_nanos() as f64;
+    let hog_ns = cpu(&hog).saturating_sub(h0) as f64;
+    let y_ns = yielders.iter().map(cpu).sum::<u64>().saturating_sub(y0) as f64;
+    let yields = yielders.iter().map(|y| y.iters()).sum::<u64>() - n0;
     hog.stop();
-    yielder.stop();
-    Ok((share, yields))
+    workers::stop_all(yielders);
+    Ok((hog_ns / wall, (hog_ns + y_ns) / wall, yields))
 }
 
 /// sched_yield() gives the CPU away. A thread that spins on sched_yield()
 /// (the backoff of a lock or channel before it sleeps) has used little CPU,
 /// so it is the earliest deadline; if the scheduler handed its CPU straight
 /// back, it would spin through its slice while the thread it waits for waits
-/// for that CPU. A hog pinned beside a yielder on one CPU must get most of it:
-/// at least 80% (EEVDF, measured first for reference, gives it about all).
+/// for that CPU. And two such threads must not hand the CPU to each other
+/// past the one they wait for. A hog pinned beside two yielders on one CPU
+/// gets at least 80% of it (EEVDF, measured first for reference, gives it
+/// about all); the yielders still run (at least 30 yields a second).
 pub fn yield_gives_way(env: &Env) -> Result<String> {
     const SECS: u64 = 3;
     const MIN_HOG_SHARE: f64 = 0.8;
-    let (eevdf, eevdf_yields) = hog_share_beside_yielder(SECS)?;
+    const MIN_YIELDS_PER_S: u64 = 30;
+    let (eevdf, _, eevdf_yields) = hog_beside_yielders(SECS)?;
     let mut sched = Sched::start(env, &[])?;
-    let (share, yields) = hog_share_beside_yielder(SECS)?;
+    let (share, used, yields) = hog_beside_yielders(SECS)?;
     sched.check()?;
     sched.stop()?;
     let detail = format!(
-        "hog's share of its CPU beside a sched_yield() loop: {:.0}% ({} yields in {SECS} s); \
-         EEVDF {:.0}% ({} yields)",
+        "hog's share of its CPU beside two sched_yield() loops: {:.0}% ({} yields in {SECS} s; \
+         the three used {:.2} CPUs); EEVDF {:.0}% ({} yields)",
         100.0 * share,
         yields,
+        used,
         100.0 * eevdf,
         eevdf_yields
     );
+    ensure!(used <= 1.15, "the threads did not share one CPU: {detail}");
+    ensure!(
+        yields >= MIN_YIELDS_PER_S * SECS,
+        "the yielding threads hardly ran: {detail}"
+    );
     ensure!(
         share >= MIN_HOG_SHARE,
-        "the yielding thread kept the CPU: {detail}"
+        "the yielding threads kept the CPU: {detail}"
     );
     Ok(detail)
 }
