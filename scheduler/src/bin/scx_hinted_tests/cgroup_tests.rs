@@ -34,8 +34,10 @@ const B: &str = "p/b";
 const TOLERANCE: f64 = 0.1;
 /// Time for the hogs to settle after a change, and to measure.
 const SETTLE: Duration = Duration::from_millis(500);
-/// After a new hog is started (through `scx-hint run`, slow to start).
-const SETTLE_NEW: Duration = Duration::from_millis(1500);
+/// The weight of nice -5, that of the priority -5 hog.
+const PRIO_MINUS_5_WEIGHT: u32 = 3121;
+/// How long the scheduler may take to apply a new hog's hint.
+const HINT_TIMEOUT: Duration = Duration::from_secs(15);
 const WINDOW: Duration = Duration::from_millis(2500);
 /// How often the bookkeeping is checked while the tasks of d churn.
 const CHECK_EVERY: Duration = Duration::from_millis(10);
@@ -254,6 +256,28 @@ fn runtime_us(pid: u32) -> Result<u64> {
     Ok(ns / 1000)
 }
 
+/// Waits until `scx-hint show` reports process `pid` (one thread) at base
+/// weight `weight`: `scx-hint run` and its hint take a while to start in a
+/// slow guest.
+fn wait_base_weight(pid: u32, weight: u32) -> Result<()> {
+    let want = format!("weight {weight}");
+    let start = Instant::now();
+    loop {
+        let out = Command::new(scx_hint()?)
+            .args(["show", &pid.to_string()])
+            .output()
+            .context("running scx-hint show")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains(&want) {
+            return Ok(());
+        }
+        if start.elapsed() > HINT_TIMEOUT {
+            bail!("process {pid} did not reach {want} in {HINT_TIMEOUT:?}: scx-hint show says {text:?}");
+        }
+        sleep(Duration::from_millis(100));
+    }
+}
+
 /// One cgroup's bookkeeping in the scheduler (struct cgw_node in
 /// bpf/cgroup_weight.bpf.h: its spin lock, then these fields).
 #[derive(Debug)]
@@ -396,7 +420,8 @@ pub fn cgroup_weight(env: &Env) -> Result<String> {
     check_share("two hogs moved from a to b", group_b, moved, 0.5)?;
 
     let hinted = groups.spawn_hog(env, cpu, A, Some(-5))?;
-    let u = groups.usage(&[A, B], Some(hinted), SETTLE_NEW)?;
+    wait_base_weight(hinted, PRIO_MINUS_5_WEIGHT)?;
+    let u = groups.usage(&[A, B], Some(hinted), SETTLE)?;
     let hinted_b = u[1] as f64 / (u[0] + u[1]) as f64;
     let within_a = u[2] as f64 / u[0] as f64;
     let what = "a priority -5 hog added to a";
