@@ -234,7 +234,9 @@ static __noinline u32 cgw_weight(const struct cgw_task *ct, u32 base)
 		if (load < (s64)own)
 			load = own;
 		own = READ_ONCE(n->weight);
-		/* eff <= 10000 * 1024 << 16 (2^33), own <= 2^23: no overflow. */
+		/* eff is at most the weight of the level below (cpu.weight
+		 * 10000 is 102400 units, << 16 below 2^33) and own below 2^23:
+		 * the product fits. */
 		eff = eff * own / (load ?: 1);
 		counted = READ_ONCE(n->nr_active) != 0;
 		id = n->parent;
