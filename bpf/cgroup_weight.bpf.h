@@ -27,8 +27,9 @@
  * it back). The weight is recomputed from these loads whenever the task's
  * hints are refreshed (each wakeup, enqueue and slice end): up to
  * CGW_MAX_DEPTH hash lookups. Deeper cgroups count from their CGW_MAX_DEPTH
- * nearest levels. cgroups beyond CGW_MAX_CGROUPS are not tracked: their tasks
- * keep their base weight, as do all tasks on kernels without cgroup support
+ * nearest levels. cgroups beyond CGW_MAX_CGROUPS are not tracked, nor are
+ * their descendants: their tasks keep their base weight, as do all tasks on
+ * kernels without cgroup support
  * in sched_ext (CONFIG_EXT_GROUP_SCHED), which never call the cgroup ops.
  *
  * Hints: a priority hint changes a task's base weight, and so its part of
@@ -45,23 +46,38 @@
 /* cpu.weight of a cgroup that counts as one nice-0 task. */
 #define CGW_WEIGHT_DFL		100
 #define CGW_NICE_0		1024
+/*
+ * Loads and cgroup weights are kept in 1/64 of a task weight unit, so that a
+ * small cpu.weight keeps its value (cpu.weight 1 is 10.24 units: 655/64, not
+ * 10), and the scaling in cgw_weight() carries 16 more fractional bits; only
+ * the final task weight is rounded to a whole unit.
+ */
+#define CGW_LOAD_SHIFT		6
+#define CGW_EFF_SHIFT		16
 
 /* Set by user space (--no-cgroup-weights turns it off). */
 const volatile bool cgroup_weights = true;
 
-/* A tracked (non-root) cgroup. */
+/*
+ * A tracked (non-root) cgroup. nr_active moves without the lock while it
+ * stays above zero (the per-wakeup path); every 0 <-> 1 transition, and
+ * with it contrib and the matching change of the parent's load, happens
+ * under the lock, as does a weight change: so contrib is nonzero exactly
+ * while nr_active is, and the parent's load always holds contrib.
+ */
 struct cgw_node {
+	struct bpf_spin_lock lock;
+	u32 nr_active;		/* its runnable tasks and active children */
 	s64 load;		/* weights of its runnable tasks and active children */
 	u64 parent;		/* id of its parent, 0 if that is the root */
-	u64 weight;		/* cpu.weight in task weight units (100 = 1024) */
+	u64 weight;		/* cpu.weight in load units (100 = 1024 << CGW_LOAD_SHIFT) */
 	u64 contrib;		/* what it added to its parent's load, 0 if idle */
-	u32 nr_active;		/* its runnable tasks and active children */
 };
 
 /* Per task, inside its task context. */
 struct cgw_task {
 	u64 cgid;		/* id of its cgroup, 0 if none is tracked */
-	u64 contrib;		/* what it added to its cgroup's load, 0 if not runnable */
+	u64 contrib;		/* base weight it added to its cgroup's load, 0 if not runnable */
 };
 
 struct {
@@ -71,9 +87,11 @@ struct {
 	__type(value, struct cgw_node);
 } cgw_nodes SEC(".maps");
 
+/* cpu.weight (1..10000) in load units, rounded to the nearest. */
 static __always_inline u64 cgw_scaled(u32 cpu_weight)
 {
-	return (u64)cpu_weight * CGW_NICE_0 / CGW_WEIGHT_DFL;
+	return ((u64)cpu_weight * (CGW_NICE_0 << CGW_LOAD_SHIFT) + CGW_WEIGHT_DFL / 2) /
+	       CGW_WEIGHT_DFL;
 }
 
 static __always_inline u64 cgw_id(struct cgroup *cgrp)
@@ -91,28 +109,32 @@ static __always_inline u64 cgw_task_cgid(struct cgroup *cgrp)
 }
 
 /*
- * An entity of weight w became runnable in (task) or active under (cgroup)
- * cgroup id: add w to its load; if that made the cgroup active, it adds its
- * own weight to its parent's load, and so on up.
+ * An entity of weight w (load units) became runnable in (task) or active
+ * under (cgroup) cgroup id: add w to its load; if that made the cgroup
+ * active, it adds its own weight to its parent's load, and so on up.
  */
 static void cgw_activate(u64 id, u64 w)
 {
 	struct cgw_node *n;
-	u64 old;
-	u32 i;
+	u32 cnt, i;
 
 	bpf_for(i, 0, CGW_MAX_DEPTH) {
 		if (!id || !(n = bpf_map_lookup_elem(&cgw_nodes, &id)))
 			return;
 		__sync_fetch_and_add(&n->load, w);
-		if (__sync_fetch_and_add(&n->nr_active, 1) != 0)
+		cnt = READ_ONCE(n->nr_active);
+		if (cnt && __sync_val_compare_and_swap(&n->nr_active, cnt, cnt + 1) == cnt)
 			return;
-		/* What the parent's load holds for this cgroup always equals
-		 * contrib: each change of one goes with the same change of the
-		 * other (a weight change too, see cgw_set_weight()). */
-		w = READ_ONCE(n->weight);
-		old = __sync_lock_test_and_set(&n->contrib, w);
-		w -= old;
+		/* Idle, or raced: decide under the lock. */
+		w = 0;
+		bpf_spin_lock(&n->lock);
+		if (__sync_fetch_and_add(&n->nr_active, 1) == 0) {
+			w = n->weight;
+			n->contrib = w;
+		}
+		bpf_spin_unlock(&n->lock);
+		if (!w)
+			return;
 		id = n->parent;
 	}
 }
@@ -121,15 +143,24 @@ static void cgw_activate(u64 id, u64 w)
 static void cgw_deactivate(u64 id, u64 w)
 {
 	struct cgw_node *n;
-	u32 i;
+	u32 cnt, i;
 
 	bpf_for(i, 0, CGW_MAX_DEPTH) {
 		if (!id || !(n = bpf_map_lookup_elem(&cgw_nodes, &id)))
 			return;
 		__sync_fetch_and_sub(&n->load, w);
-		if (__sync_fetch_and_sub(&n->nr_active, 1) != 1)
+		cnt = READ_ONCE(n->nr_active);
+		if (cnt > 1 && __sync_val_compare_and_swap(&n->nr_active, cnt, cnt - 1) == cnt)
 			return;
-		w = __sync_lock_test_and_set(&n->contrib, 0);
+		w = 0;
+		bpf_spin_lock(&n->lock);
+		if (__sync_fetch_and_sub(&n->nr_active, 1) == 1) {
+			w = n->contrib;
+			n->contrib = 0;
+		}
+		bpf_spin_unlock(&n->lock);
+		if (!w)
+			return;
 		id = n->parent;
 	}
 }
@@ -140,7 +171,7 @@ static __always_inline void cgw_runnable(struct cgw_task *ct, u32 base)
 	if (!cgroup_weights || !ct->cgid || ct->contrib)
 		return;
 	ct->contrib = base;
-	cgw_activate(ct->cgid, base);
+	cgw_activate(ct->cgid, (u64)base << CGW_LOAD_SHIFT);
 }
 
 /* ops.quiescent(): and leaves it. */
@@ -151,11 +182,12 @@ static __always_inline void cgw_quiescent(struct cgw_task *ct)
 	if (!w)
 		return;
 	ct->contrib = 0;
-	cgw_deactivate(ct->cgid, w);
+	cgw_deactivate(ct->cgid, w << CGW_LOAD_SHIFT);
 }
 
 /* The task's base weight changed (nice, priority hint): update its cgroup's
- * load if it is in it. */
+ * load if it is in it. Only under the task's rq lock, as ct->contrib is
+ * otherwise changed by ops.runnable(), ops.quiescent() and a cgroup move. */
 static __always_inline void cgw_set_base(struct cgw_task *ct, u32 base)
 {
 	struct cgw_node *n;
@@ -165,14 +197,20 @@ static __always_inline void cgw_set_base(struct cgw_task *ct, u32 base)
 		return;
 	n = bpf_map_lookup_elem(&cgw_nodes, &id);
 	if (n)
-		__sync_fetch_and_add(&n->load, (s64)base - (s64)ct->contrib);
+		__sync_fetch_and_add(&n->load, ((s64)base - (s64)ct->contrib) << CGW_LOAD_SHIFT);
 	ct->contrib = base;
 }
 
-/* The weight a task of this base weight is scheduled with (see above). */
+/*
+ * The weight a task of this base weight is scheduled with (see above). If a
+ * cgroup on its path is not tracked (the map was full), the task keeps its
+ * base weight: the levels below alone could weigh it as if its cgroup were
+ * at the top.
+ */
 static __noinline u32 cgw_weight(const struct cgw_task *ct, u32 base)
 {
-	u64 id = ct->cgid, eff = base, own = base;
+	u64 id = ct->cgid, eff = (u64)base << CGW_EFF_SHIFT;
+	u64 own = (u64)base << CGW_LOAD_SHIFT;
 	bool counted = ct->contrib;
 	struct cgw_node *n;
 	s64 load;
@@ -181,8 +219,11 @@ static __noinline u32 cgw_weight(const struct cgw_task *ct, u32 base)
 	if (!cgroup_weights || !id)
 		return base;
 	bpf_for(i, 0, CGW_MAX_DEPTH) {
-		if (!id || !(n = bpf_map_lookup_elem(&cgw_nodes, &id)))
+		if (!id)
 			break;
+		n = bpf_map_lookup_elem(&cgw_nodes, &id);
+		if (!n)
+			return base;
 		load = READ_ONCE(n->load);
 		/* Not yet runnable (ops.select_cpu() comes before
 		 * ops.runnable()), or the cgroup not yet active: count it as
@@ -193,10 +234,14 @@ static __noinline u32 cgw_weight(const struct cgw_task *ct, u32 base)
 		if (load < (s64)own)
 			load = own;
 		own = READ_ONCE(n->weight);
+		/* eff is at most the weight of the level below (cpu.weight
+		 * 10000 is 102400 units, << 16 below 2^33) and own below 2^23:
+		 * the product fits. */
 		eff = eff * own / (load ?: 1);
 		counted = READ_ONCE(n->nr_active) != 0;
 		id = n->parent;
 	}
+	eff = (eff + (1ULL << (CGW_EFF_SHIFT - 1))) >> CGW_EFF_SHIFT;
 	if (!eff)
 		return 1;
 	return eff > 0xffffffffULL ? 0xffffffff : eff;
@@ -215,7 +260,13 @@ static __always_inline void cgw_task_init(struct cgw_task *ct, struct scx_init_t
 
 /* The cgroup ops; each one is optional for the kernel. */
 
-static s32 cgw_cgroup_init(struct cgroup *cgrp, struct scx_cgroup_init_args *args)
+/*
+ * A cgroup is tracked only under a tracked parent: when the map is full, the
+ * untracked cgroup's whole subtree is, and its tasks keep their base weight
+ * (counted in s->cgroups_untracked; never fail a mkdir for it).
+ */
+static s32 cgw_cgroup_init(struct cgroup *cgrp, struct scx_cgroup_init_args *args,
+			   struct hinted_stats *s)
 {
 	struct cgw_node n = {};
 	u64 id;
@@ -226,10 +277,16 @@ static s32 cgw_cgroup_init(struct cgroup *cgrp, struct scx_cgroup_init_args *arg
 		return 0;	/* the root: its tasks keep their weight */
 	id = cgw_id(cgrp);
 	n.weight = cgw_scaled(args->weight);
-	if (level > 1)
+	if (level > 1) {
 		n.parent = BPF_CORE_READ(cgrp, self.parent, cgroup, kn, id);
-	/* Full: the cgroup is not tracked (never fail a mkdir for it). */
-	bpf_map_update_elem(&cgw_nodes, &id, &n, BPF_ANY);
+		if (!bpf_map_lookup_elem(&cgw_nodes, &n.parent))
+			goto untracked;
+	}
+	if (!bpf_map_update_elem(&cgw_nodes, &id, &n, BPF_ANY))
+		return 0;
+untracked:
+	if (s)
+		__sync_fetch_and_add(&s->cgroups_untracked, 1);
 	return 0;
 }
 
@@ -240,26 +297,27 @@ static void cgw_cgroup_exit(struct cgroup *cgrp)
 	bpf_map_delete_elem(&cgw_nodes, &id);
 }
 
-/*
- * cpu.weight changed. An active cgroup's contribution to its parent's load
- * changes with it, unless it went idle meanwhile (then contrib is 0 and its
- * next activation adds the new weight).
- */
+/* cpu.weight changed: an active cgroup's contribution to its parent's load
+ * changes with it (an idle one adds the new weight when it activates). */
 static void cgw_set_weight(struct cgroup *cgrp, u32 cpu_weight)
 {
-	u64 id = cgw_id(cgrp), w = cgw_scaled(cpu_weight), old;
+	u64 id = cgw_id(cgrp), w = cgw_scaled(cpu_weight);
 	struct cgw_node *n, *pn;
+	s64 delta = 0;
 
 	n = bpf_map_lookup_elem(&cgw_nodes, &id);
 	if (!n)
 		return;
-	WRITE_ONCE(n->weight, w);
-	old = READ_ONCE(n->contrib);
-	if (!old || __sync_val_compare_and_swap(&n->contrib, old, w) != old)
-		return;
+	bpf_spin_lock(&n->lock);
+	n->weight = w;
+	if (n->contrib) {
+		delta = (s64)w - (s64)n->contrib;
+		n->contrib = w;
+	}
+	bpf_spin_unlock(&n->lock);
 	id = n->parent;
-	if (id && (pn = bpf_map_lookup_elem(&cgw_nodes, &id)))
-		__sync_fetch_and_add(&pn->load, (s64)w - (s64)old);
+	if (delta && id && (pn = bpf_map_lookup_elem(&cgw_nodes, &id)))
+		__sync_fetch_and_add(&pn->load, delta);
 }
 
 /* The task moved (the kernel dequeues it first, so it is normally not

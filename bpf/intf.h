@@ -82,6 +82,7 @@ struct hinted_stats {
 	u64 no_task_ctx;	/* tasks met without a task context (should stay 0) */
 	u64 llc_steals;		/* tasks a CPU took from another LLC's queue */
 	u64 remote_preemptions;	/* wakeups that preempted a CPU of another LLC */
+	u64 cgroups_untracked;	/* cgroups not tracked for cpu.weight (map full) */
 };
 
 /*

@@ -529,9 +529,12 @@ static __always_inline void resolve_hints(struct task_struct *p, const struct ta
  * Recompute the effective hints, class and weight from tctx->in. Runs only
  * when an input changed, so the privilege check and the counting of bad or
  * clamped values happen once per change, not once per scheduling event.
+ * locked: the caller is serialised with p's runnable/quiescent/cgroup move
+ * (holds its rq lock or, waking it, its pi_lock), so it may update p's part
+ * of its cgroup's load; otherwise p's next locked refresh does.
  */
 static __noinline void recompute(struct task_struct *p, struct task_ctx *tctx,
-				 struct hinted_stats *s)
+				 struct hinted_stats *s, bool locked)
 {
 	struct hinted_class_stats *cs;
 	struct eff_hints e;
@@ -575,7 +578,8 @@ static __noinline void recompute(struct task_struct *p, struct task_ctx *tctx,
 	idx = nice + 20;
 	weight = MEMBER_VPTR(nice_weight, [idx]);
 	tctx->base_weight = weight ? *weight : NICE_0_WEIGHT;
-	cgw_set_base(&tctx->cgw, tctx->base_weight);
+	if (locked)
+		cgw_set_base(&tctx->cgw, tctx->base_weight);
 	tctx->weight = cgw_weight(&tctx->cgw, tctx->base_weight);
 	view_update(p, tctx, e.prio);
 }
@@ -631,7 +635,7 @@ static __always_inline int read_own_hints(struct task_struct *p, struct task_ctx
  * offsets, two loads.
  */
 static __always_inline void refresh_hints(struct task_struct *p, struct task_ctx *tctx,
-					  struct hinted_stats *s)
+					  struct hinted_stats *s, bool locked)
 {
 	struct hint_input in = {};
 	bool rule_changed;
@@ -661,8 +665,11 @@ static __always_inline void refresh_hints(struct task_struct *p, struct task_ctx
 	    in.own_prio != tctx->in.own_prio || in.policy != tctx->in.policy ||
 	    in.static_prio != tctx->in.static_prio) {
 		tctx->in = in;
-		recompute(p, tctx, s);
+		recompute(p, tctx, s, locked);
 	} else {
+		/* A base weight changed by an unlocked recompute(). */
+		if (locked)
+			cgw_set_base(&tctx->cgw, tctx->base_weight);
 		/* Its cgroup's share changes as other tasks come and go. */
 		tctx->weight = cgw_weight(&tctx->cgw, tctx->base_weight);
 	}
@@ -1014,7 +1021,7 @@ s32 BPF_STRUCT_OPS(hinted_select_cpu, struct task_struct *p, s32 prev_cpu, u64 w
 	tctx = task_ctx_of(p);
 	if (!tctx)
 		return prev_cpu;
-	refresh_hints(p, tctx, s);
+	refresh_hints(p, tctx, s, true);
 	tctx->hints_fresh = 1;
 	cls = sched_class(tctx);
 
@@ -1056,7 +1063,7 @@ void BPF_STRUCT_OPS(hinted_enqueue, struct task_struct *p, u64 enq_flags)
 	if (tctx->hints_fresh)
 		tctx->hints_fresh = 0;
 	else
-		refresh_hints(p, tctx, s);
+		refresh_hints(p, tctx, s, true);
 	cls = sched_class(tctx);
 	slice = class_slice(cls);
 	cs = class_stats(s, cls);
@@ -1344,7 +1351,7 @@ void BPF_STRUCT_OPS(hinted_dispatch, s32 cpu, struct task_struct *prev)
 	 * next anyway: re-read its hints, since its class sets its request.
 	 */
 	if (prev_runnable && (ptctx = task_ctx_of(prev))) {
-		refresh_hints(prev, ptctx, s);
+		refresh_hints(prev, ptctx, s, true);
 		pcls = sched_class(ptctx);
 		if (pcls != SCX_HINT_CLASS_BACKGROUND && (remote < 0 || is_elevated(pcls))) {
 			struct task_struct *head = __COMPAT_scx_bpf_dsq_peek(fg_dsq(llc));
@@ -1659,8 +1666,10 @@ s32 BPF_STRUCT_OPS(hinted_init_task, struct task_struct *p, struct scx_init_task
 		struct task_struct *parent = bpf_get_current_task_btf();
 		struct task_ctx *ptctx = bpf_task_storage_get(&task_ctxs, parent, 0, 0);
 
+		/* Not under the parent's rq lock: its load is left to its
+		 * next locked refresh. */
 		if (ptctx)
-			refresh_hints(parent, ptctx, s);
+			refresh_hints(parent, ptctx, s, false);
 		if (ptctx && (ptctx->hint_class != CLASS_NONE || ptctx->have_hint_prio)) {
 			tctx->inh_class = ptctx->hint_class;
 			tctx->inh_prio = ptctx->hint_prio;
@@ -1674,7 +1683,7 @@ s32 BPF_STRUCT_OPS(hinted_init_task, struct task_struct *p, struct scx_init_task
 	tctx->in.static_prio = p->static_prio;
 	tctx->in.valid = 1;
 	view_create(p);
-	recompute(p, tctx, s);
+	recompute(p, tctx, s, true);
 	return 0;
 }
 
@@ -1778,7 +1787,7 @@ void BPF_STRUCT_OPS(hinted_exit, struct scx_exit_info *ei)
 s32 BPF_STRUCT_OPS_SLEEPABLE(hinted_cgroup_init, struct cgroup *cgrp,
 			     struct scx_cgroup_init_args *args)
 {
-	return cgw_cgroup_init(cgrp, args);
+	return cgw_cgroup_init(cgrp, args, stats_get());
 }
 
 void BPF_STRUCT_OPS(hinted_cgroup_exit, struct cgroup *cgrp)

@@ -487,6 +487,7 @@ impl<'a> Scheduler<'a> {
 
     fn run(&mut self, shutdown: Arc<AtomicBool>) -> Result<UserExitInfo> {
         let (res_ch, req_ch) = self.stats_server.channels();
+        let mut warned_untracked = false;
         while !shutdown.load(Ordering::Relaxed) && !self.exited() {
             let wait = self
                 .rules
@@ -497,6 +498,21 @@ impl<'a> Scheduler<'a> {
                 Ok(()) => res_ch.send(self.snapshot())?,
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(e) => Err(e)?,
+            }
+            if !warned_untracked {
+                let untracked = self.snapshot().cgroups_untracked;
+                if untracked > 0 {
+                    warn!(
+                        "{untracked} cgroup(s) not tracked for cpu.weight (more than the map's \
+                         {} entries): their tasks, and their descendants', keep their base weight",
+                        self.skel
+                            .maps
+                            .cgw_nodes
+                            .info()
+                            .map_or(0, |i| i.info.max_entries)
+                    );
+                    warned_untracked = true;
+                }
             }
             if let Some(rules) = self.rules.as_mut() {
                 let gen = &mut self.skel.maps.bss_data.as_mut().unwrap().rules_gen as *mut u64;

@@ -74,6 +74,7 @@ pub struct Snapshot {
     pub starve_picks: u64,
     pub llc_steals: u64,
     pub remote_preemptions: u64,
+    pub cgroups_untracked: u64,
     pub bad_class: u64,
     pub bad_prio: u64,
     pub no_task_ctx: u64,
@@ -109,6 +110,7 @@ impl Snapshot {
         self.starve_picks = self.starve_picks.wrapping_add(s.starve_picks);
         self.llc_steals = self.llc_steals.wrapping_add(s.llc_steals);
         self.remote_preemptions = self.remote_preemptions.wrapping_add(s.remote_preemptions);
+        self.cgroups_untracked = self.cgroups_untracked.wrapping_add(s.cgroups_untracked);
         self.bad_class = self.bad_class.wrapping_add(s.bad_class);
         self.bad_prio = self.bad_prio.wrapping_add(s.bad_prio);
         self.no_task_ctx = self.no_task_ctx.wrapping_add(s.no_task_ctx);
@@ -211,6 +213,11 @@ pub struct Metrics {
     pub llc_steals: u64,
     #[stat(desc = "Wakeups that preempted a CPU of another last-level cache than their own")]
     pub remote_preemptions: u64,
+    #[stat(
+        desc = "cgroups not tracked for cpu.weight since the scheduler started (map full): \
+                   their tasks keep their base weight"
+    )]
+    pub cgroups_untracked: u64,
     #[stat(desc = "Errors: TLD metadata page without the magic or version")]
     pub err_tld_bad_magic: u64,
     #[stat(desc = "Errors: TLD metadata with absurd counts, sizes or names")]
@@ -272,6 +279,7 @@ impl Metrics {
             starve_picks: cur.starve_picks.wrapping_sub(prev.starve_picks),
             llc_steals: cur.llc_steals.wrapping_sub(prev.llc_steals),
             remote_preemptions: cur.remote_preemptions.wrapping_sub(prev.remote_preemptions),
+            cgroups_untracked: cur.cgroups_untracked,
             err_tld_bad_magic: cur.tld_bad_magic.wrapping_sub(prev.tld_bad_magic),
             err_tld_bad_meta: cur.tld_bad_meta.wrapping_sub(prev.tld_bad_meta),
             err_tld_bad_offset: cur.tld_bad_offset.wrapping_sub(prev.tld_bad_offset),
@@ -288,7 +296,7 @@ impl Metrics {
             w,
             "[{}] registered {} | inherited {} | bg guard picks {} | pcpu kthreads {} | \
              pinned {} | claims lost {} | slice cuts {} | cpu releases {} | starve picks {} | \
-             llc steals {} | remote preemptions {} | tld throttled {} | errors: tld magic/meta/offset {}/{}/{} class {} prio {} ctx {}",
+             llc steals {} | remote preemptions {} | untracked cgroups {} | tld throttled {} | errors: tld magic/meta/offset {}/{}/{} class {} prio {} ctx {}",
             crate::SCHEDULER_NAME,
             self.registered,
             self.inherited,
@@ -301,6 +309,7 @@ impl Metrics {
             self.starve_picks,
             self.llc_steals,
             self.remote_preemptions,
+            self.cgroups_untracked,
             self.tld_throttled,
             self.err_tld_bad_magic,
             self.err_tld_bad_meta,
