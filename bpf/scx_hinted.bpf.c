@@ -58,10 +58,11 @@
  *
  * - Starvation guard. Deadlines scale with the inverse of the weight, so a
  *   nice-19 task among many CPU hogs could wait seconds per slice; a task
- *   that has waited starve_ns (1 s) in its LLC's queue (background too:
- *   hundreds of runnable background threads per CPU would outwait its
- *   minimum share) runs ahead of the deadline order (one CPU looks every starve_check_ns, 100 ms, and again
- *   right after each such pick), so the watchdog does not fire.
+ *   that has waited starve_ns (1 s) in its LLC's queue runs ahead of the
+ *   deadline order (one CPU looks every starve_check_ns, 100 ms, and again
+ *   right after each such pick), so the watchdog does not fire. Background
+ *   tasks too, after 5 s: hundreds of runnable background threads per CPU
+ *   would outwait their minimum share.
  *
  * - Abuse budget. A critical or interactive thread that runs longer than its
  *   class budget without sleeping is scheduled as normal for the rest of that
@@ -85,8 +86,7 @@
  *   be queued to the target CPU, and when an RT or deadline task takes a CPU
  *   its local queue goes back through ops.enqueue() (from the sched_switch
  *   tracepoint, or ops.cpu_release on kernels before 6.19). A task that
- *   calls sched_yield() gives its CPU to the first task queued in its LLC
- *   and forfeits the rest of its request, as under EEVDF.
+ *   calls sched_yield() gives its CPU to the first task queued in its LLC.
  *
  * docs/policy.md says the same for users, with the numbers.
  */
@@ -148,6 +148,8 @@ const volatile u64 bg_guard_min_ns = 1000000;
 const volatile u64 peer_min_run_ns = 1000000;
 /* Background tasks the starvation guard looks at, from its queue's head. */
 #define BG_STARVE_SCAN		32
+/* How many times starve_ns a background task waits before that guard. */
+#define BG_STARVE_FACTOR	5
 /* A task queued this long is served first (starvation guard); 0 = off. */
 const volatile u64 starve_ns = 1000000000;
 /* How often a CPU looks for such a task. */
@@ -212,7 +214,6 @@ struct task_ctx {
 	u8 demoted;			/* over budget for the rest of this burst */
 	u8 hints_fresh;			/* read by select_cpu() for this wakeup */
 	u8 yielded;			/* called sched_yield() in this slice */
-	u64 yield_floor;		/* its slice's deadline when it yielded */
 	u32 stale_cookie;		/* cookie of the entry an exec could not delete */
 	s32 hint_class;			/* CLASS_NONE if no class hint applies */
 	s32 hint_prio;
@@ -228,7 +229,7 @@ struct task_ctx {
 	u64 burst_ns;			/* CPU time since the task last woke */
 	u64 run_start;
 	u64 wake_at;
-	u64 queued_at;			/* when it entered the shared foreground queue */
+	u64 queued_at;			/* when it entered its LLC's queue */
 };
 
 struct {
@@ -752,26 +753,19 @@ static __always_inline void set_current(struct cpu_ctx *cctx, const struct task_
 }
 
 /*
- * ops.dispatch() lets the task whose slice ran out keep its CPU for another
- * slice: charge what it ran so far, as if it had stopped and started again.
- */
-/*
- * A task keeps its CPU with a new slice. Its vruntime gets the same floor as
- * at an enqueue: vtime_now is shared by all LLCs, and in an LLC whose tasks
- * advance slower than the busiest one's, a task kept running would otherwise
- * sort before every newcomer queued there (which start near vtime_now) until
- * the starvation guard.
- */
-/*
  * Background's minimum share is run time, not picks: a CPU has given it its
  * due once background ran a background slice there in all (several short
  * runs count together). Counted per pick, a guard that picked a thread which
  * ran 50 us and slept would wait a whole period for the next: thousands of
  * such threads woken at once (a process creating them, say) waited for
  * seconds each, and one past the watchdog's 20 s ended the scheduler.
+ * Called with the class the task ran as (cur_class) when it stops or keeps
+ * its CPU.
  */
 static __always_inline void account_background(struct cpu_ctx *cctx, u64 ran, u64 now)
 {
+	if (cctx->cur_class != SCX_HINT_CLASS_BACKGROUND)
+		return;
 	cctx->bg_ran += ran;
 	if (cctx->bg_ran >= class_slice(SCX_HINT_CLASS_BACKGROUND)) {
 		cctx->bg_last = now;
@@ -779,17 +773,36 @@ static __always_inline void account_background(struct cpu_ctx *cctx, u64 ran, u6
 	}
 }
 
+/*
+ * How long the background guard of this CPU has run in this period, the
+ * current pick included: a chain of short guard picks counts together, so
+ * that critical and interactive wakers wait for bg_guard_min_ns of the whole
+ * guard, not of each pick.
+ */
+static __always_inline u64 guard_ran(const struct cpu_ctx *cctx, u64 now)
+{
+	u64 start = READ_ONCE(cctx->cur_start);
+
+	return READ_ONCE(cctx->bg_ran) + (now > start ? now - start : 0);
+}
+
+/*
+ * A task keeps its CPU with a new slice (ops.dispatch() when its slice ran
+ * out): charge what it ran so far, as if it had stopped and started again.
+ * Its vruntime gets the same floor as at an enqueue: vtime_now is shared by
+ * all LLCs, and in an LLC whose tasks advance slower than the busiest one's,
+ * a task kept running would otherwise sort before every newcomer queued
+ * there (which start near vtime_now) until the starvation guard.
+ */
 static __always_inline void refill(struct task_struct *p, struct task_ctx *tctx, s32 cls,
 				   struct cpu_ctx *cctx, u64 now)
 {
-	u64 ran = charge(tctx, now);
-
-	if (cls == SCX_HINT_CLASS_BACKGROUND)
-		account_background(cctx, ran, now);
+	account_background(cctx, charge(tctx, now), now);
 	raise_lagging(tctx, cls);
 	advance_vtime_now(tctx->vtime);
 	scx_bpf_task_set_slice(p, class_slice(cls));
 	set_current(cctx, tctx, cls, now);
+	cctx->protected = 0;
 	tctx->yielded = 0;
 }
 
@@ -858,8 +871,7 @@ static __always_inline bool consider_victim(struct victim_search *vs, struct tas
 	 * most that long, and background still runs at least that long per
 	 * period on every CPU.
 	 */
-	if (cctx->protected &&
-	    (!vs->elevated || vs->now - READ_ONCE(cctx->cur_start) < bg_guard_min_ns))
+	if (cctx->protected && (!vs->elevated || guard_ran(cctx, vs->now) < bg_guard_min_ns))
 		return false;
 	vr = class_rank(READ_ONCE(cctx->cur_class));
 	peer = vs->peer_ok && vr == vs->rank && vs->best < 0;
@@ -1089,9 +1101,6 @@ void BPF_STRUCT_OPS(hinted_enqueue, struct task_struct *p, u64 enq_flags)
 		return;
 	}
 
-	/* A yielder forfeits the rest of its request (see hinted_yield()). */
-	if (tctx->yielded && time_before(tctx->vtime, tctx->yield_floor))
-		tctx->vtime = tctx->yield_floor;
 	dl = task_deadline(tctx, cls);
 
 	/* An idle CPU first, when ops.select_cpu() did not already look. */
@@ -1140,10 +1149,10 @@ void BPF_STRUCT_OPS(hinted_enqueue, struct task_struct *p, u64 enq_flags)
  * some 200 of them would reach the watchdog.
  */
 /*
- * Moves the first task of dsq that has waited starve_ns and may run on cpu
- * to this CPU, looking at no more than max_seen tasks (0: all).
+ * Moves the first task of dsq that has waited wait_ns and may run on cpu to
+ * this CPU, looking at no more than max_seen tasks (0: all).
  */
-static __always_inline bool pick_starving(u64 dsq, s32 cpu, u64 now, u32 max_seen)
+static __always_inline bool pick_starving(u64 dsq, s32 cpu, u64 now, u64 wait_ns, u32 max_seen)
 {
 	struct task_struct *p;
 	u32 seen = 0;
@@ -1154,7 +1163,7 @@ static __always_inline bool pick_starving(u64 dsq, s32 cpu, u64 now, u32 max_see
 		if (max_seen && ++seen > max_seen)
 			break;
 		/* Moving a task to a CPU it may not run on ends the scheduler. */
-		if (!tctx || now - tctx->queued_at < starve_ns ||
+		if (!tctx || now - tctx->queued_at < wait_ns ||
 		    !bpf_cpumask_test_cpu(cpu, p->cpus_ptr) || is_migration_disabled(p))
 			continue;
 		if (scx_bpf_dsq_move(BPF_FOR_EACH_ITER, p, SCX_DSQ_LOCAL, 0))
@@ -1178,12 +1187,15 @@ static bool serve_starving(u32 llc, s32 cpu, u64 now)
 	/*
 	 * Background too: its minimum share is a few percent of each CPU, and
 	 * enough runnable background threads (hundreds per CPU) would each wait
-	 * longer than the watchdog allows. Its queue is in deadline order, which
-	 * for background is about arrival order, so the longest waiters are
-	 * near the head: a bounded look suffices.
+	 * longer than the watchdog allows. After BG_STARVE_FACTOR times as long
+	 * as foreground: each such pick runs background beyond its share (to
+	 * the next tick), and the longer wait keeps that to crowds far past
+	 * what the share serves in time. Its queue is in deadline order, about
+	 * arrival order for background, so the longest waiters are near the
+	 * head: a bounded look suffices.
 	 */
-	if (pick_starving(fg_dsq(llc), cpu, now, 0) ||
-	    pick_starving(bg_dsq(llc), cpu, now, BG_STARVE_SCAN)) {
+	if (pick_starving(fg_dsq(llc), cpu, now, starve_ns, 0) ||
+	    pick_starving(bg_dsq(llc), cpu, now, BG_STARVE_FACTOR * starve_ns, BG_STARVE_SCAN)) {
 		if ((s = stats_get()))
 			s->starve_picks++;
 		lctx->starve_checked_at = now - starve_check_ns;
@@ -1203,6 +1215,15 @@ static __always_inline u32 other_llc(u32 own, u32 start, u32 i)
 
 	k = own + 1 + k;
 	return k >= n ? k - n : k;
+}
+
+/* Whether llc's foreground queue starts with a critical or interactive task. */
+static __always_inline bool elevated_head(u32 llc)
+{
+	struct task_struct *head = __COMPAT_scx_bpf_dsq_peek(fg_dsq(llc));
+	struct task_ctx *tctx = head ? bpf_task_storage_get(&task_ctxs, head, 0, 0) : NULL;
+
+	return tctx && is_elevated(sched_class(tctx));
 }
 
 /*
@@ -1333,9 +1354,12 @@ void BPF_STRUCT_OPS(hinted_dispatch, s32 cpu, struct task_struct *prev)
 	 * a whole period while it waited, serve it first, with a slice that
 	 * wakeups do not preempt. (ops.stopping() of prev comes after this, so
 	 * a CPU still running background now is not due.) Background waiting in
-	 * another LLC counts too (a few LLCs looked at per dispatch).
+	 * another LLC counts too (a few LLCs looked at per dispatch). Once the
+	 * guard has run bg_guard_min_ns in this period, a critical or
+	 * interactive task first in this LLC's queue goes before further picks.
 	 */
 	if (cctx->cur_class != SCX_HINT_CLASS_BACKGROUND && now - cctx->bg_last >= bg_period_ns &&
+	    !(cctx->bg_ran >= bg_guard_min_ns && elevated_head(llc)) &&
 	    move_from_llcs(HINTED_DSQ_BG_BASE, llc, REMOTE_PEEKS, cctx, s)) {
 		cctx->guard_pending = 1;
 		if (s)
@@ -1475,11 +1499,13 @@ void BPF_STRUCT_OPS(hinted_running, struct task_struct *p)
  * yielder is usually the earliest deadline (it has used little CPU), so it
  * would be picked again at once, and a thread spinning on sched_yield() (the
  * backoff of a lock or a channel before it sleeps) would burn its whole
- * slice while the task it waits for waits for the CPU. As EEVDF does (since
- * 6.19), the yielder forfeits the rest of its request: its vruntime is
- * raised to its slice's deadline when it is queued again, so that two
- * yielders do not hand the CPU back and forth past everyone else.
- * yield_to() (a directed yield) is not supported: false, and nothing done.
+ * slice while the task it waits for waits for the CPU. Unlike EEVDF (since
+ * 6.19) the yielder keeps its virtual time: forfeiting the rest of its
+ * request halved the request rate of a client and server pair beside CPU
+ * hogs (channels spin and yield before they sleep; the yielder then waited
+ * behind a hog's slice for a reply that came microseconds later). So two
+ * yielders on one CPU can hand it to each other. yield_to() (a directed
+ * yield) is not supported: false, and nothing done.
  */
 bool BPF_STRUCT_OPS(hinted_yield, struct task_struct *from, struct task_struct *to)
 {
@@ -1488,10 +1514,8 @@ bool BPF_STRUCT_OPS(hinted_yield, struct task_struct *from, struct task_struct *
 	if (to)
 		return false;
 	tctx = task_ctx_of(from);
-	if (tctx) {
+	if (tctx)
 		tctx->yielded = 1;
-		tctx->yield_floor = tctx->vtime + task_req(tctx, sched_class(tctx));
-	}
 	scx_bpf_task_set_slice(from, 0);
 	return false;
 }
@@ -1529,7 +1553,10 @@ void BPF_STRUCT_OPS(hinted_tick, struct task_struct *p)
 	 * another (whose CPUs may all be busy), guard slices excepted.
 	 */
 	if (cls == SCX_HINT_CLASS_BACKGROUND) {
-		if (!cctx->protected && fg_waiting(llc, cctx))
+		bool guard = cctx->protected &&
+			     guard_ran(cctx, now) < class_slice(SCX_HINT_CLASS_BACKGROUND);
+
+		if (!guard && fg_waiting(llc, cctx))
 			scx_bpf_task_set_slice(p, 0);
 		return;
 	}
@@ -1609,8 +1636,7 @@ void BPF_STRUCT_OPS(hinted_stopping, struct task_struct *p, bool runnable)
 	check_budget(tctx, stats_get(), tctx->burst_ns);
 
 	if (cctx) {
-		if (tctx->cls == SCX_HINT_CLASS_BACKGROUND)
-			account_background(cctx, ran, now);
+		account_background(cctx, ran, now);
 		cctx->cur_class = CLASS_NONE;
 		cctx->protected = 0;
 	}

@@ -638,10 +638,9 @@ pub fn nohint_throughput(env: &Env) -> Result<String> {
     Ok(format!("hog work ratio {ratio:.2}x; {detail}"))
 }
 
-/// What a hog and two threads calling sched_yield() in a loop, all pinned
-/// to CPU 0, get of it over `secs`: the hog's share, the three threads'
-/// CPU time over the wall time (about 1 if they shared one CPU), and the
-/// yields made.
+/// What a hog and a thread calling sched_yield() in a loop, both pinned to
+/// CPU 0, get of it over `secs`: the hog's share, the two threads' CPU time
+/// over the wall time (about 1 if they shared one CPU), and the yields made.
 fn hog_beside_yielders(secs: u64) -> Result<(f64, f64, u64)> {
     let pin = || {
         if let Err(e) = crate::topo_tests::set_affinity(0, &[0]) {
@@ -649,7 +648,7 @@ fn hog_beside_yielders(secs: u64) -> Result<(f64, f64, u64)> {
         }
     };
     let hog = Worker::spawn(Spec::new(Kind::Hog, None).setup(pin));
-    let yielders: Vec<Worker> = (0..2)
+    let yielders: Vec<Worker> = (0..1)
         .map(|_| Worker::spawn(Spec::new(Kind::Yielder, None).setup(pin)))
         .collect();
     let all_ran = || hog.iters() > 0 && yielders.iter().all(|y| y.iters() > 0);
@@ -679,10 +678,10 @@ fn hog_beside_yielders(secs: u64) -> Result<(f64, f64, u64)> {
 /// (the backoff of a lock or channel before it sleeps) has used little CPU,
 /// so it is the earliest deadline; if the scheduler handed its CPU straight
 /// back, it would spin through its slice while the thread it waits for waits
-/// for that CPU. And two such threads must not hand the CPU to each other
-/// past the one they wait for. A hog pinned beside two yielders on one CPU
-/// gets at least 80% of it (EEVDF, measured first for reference, gives it
-/// about all); the yielders still run (at least 30 yields a second).
+/// for that CPU. A hog pinned beside a yielder on one CPU gets at least 80%
+/// of it (EEVDF, measured first for reference, gives it about all); the
+/// yielder still runs (at least 30 yields a second). (Two yielders can hand
+/// the CPU to each other: see hinted_yield().)
 pub fn yield_gives_way(env: &Env) -> Result<String> {
     const SECS: u64 = 3;
     const MIN_HOG_SHARE: f64 = 0.8;
@@ -693,8 +692,8 @@ pub fn yield_gives_way(env: &Env) -> Result<String> {
     sched.check()?;
     sched.stop()?;
     let detail = format!(
-        "hog's share of its CPU beside two sched_yield() loops: {:.0}% ({} yields in {SECS} s; \
-         the three used {:.2} CPUs); EEVDF {:.0}% ({} yields)",
+        "hog's share of its CPU beside a sched_yield() loop: {:.0}% ({} yields in {SECS} s; \
+         the two used {:.2} CPUs); EEVDF {:.0}% ({} yields)",
         100.0 * share,
         yields,
         used,
@@ -704,11 +703,11 @@ pub fn yield_gives_way(env: &Env) -> Result<String> {
     ensure!(used <= 1.15, "the threads did not share one CPU: {detail}");
     ensure!(
         yields >= MIN_YIELDS_PER_S * SECS,
-        "the yielding threads hardly ran: {detail}"
+        "the yielding thread hardly ran: {detail}"
     );
     ensure!(
         share >= MIN_HOG_SHARE,
-        "the yielding threads kept the CPU: {detail}"
+        "the yielding thread kept the CPU: {detail}"
     );
     Ok(detail)
 }
