@@ -36,8 +36,8 @@
  *   CPU first and, when none is idle, preempt a CPU running a lower class if
  *   their deadline is earlier than that task's or they are behind it in
  *   virtual time (background is preempted regardless). normal preempts batch
- *   and background the same way, and another normal task once it has run
- *   1 ms if the waker is behind it by a normal slice. A waker claims the CPU
+ *   and background the same way, and waits out another normal task's slice
+ *   (unless --peer-preemption: see find_victim()). A waker claims the CPU
  *   it preempts, so two wakers never pick the same one. batch gets long
  *   slices, no wakeup credit, never preempts, and its slice ends at a tick
  *   after a normal slice's worth when an earlier deadline waits. background
@@ -144,7 +144,9 @@ const volatile u64 max_lead_ns = 20000000;
 const volatile u64 bg_period_ns = 57000000;
 /* How long a guard slice runs before critical and interactive may preempt it. */
 const volatile u64 bg_guard_min_ns = 1000000;
-/* How long a normal task runs before a waking normal task may preempt it. */
+/* Whether a waking normal task may preempt a running one (--peer-preemption). */
+const volatile bool peer_preemption = false;
+/* How long a normal task runs before such a waker may preempt it. */
 const volatile u64 peer_min_run_ns = 1000000;
 /* Background tasks the starvation guard looks at, from its queue's head. */
 #define BG_STARVE_SCAN		32
@@ -920,14 +922,19 @@ static __always_inline bool consider_victim(struct victim_search *vs, struct tas
  *   critical thread near its fair share preempts a batch or normal slice; a
  *   thread far ahead in virtual time (one using more than its share, whatever
  *   its class) has a late deadline and waits.
- * - Within the normal class, as under EEVDF, a waker that is behind the
- *   running task by more than a normal slice of virtual time preempts it: a
- *   sleeper that has used less than its share does not wait out a CPU hog's
- *   slice. The margin keeps two such tasks from preempting each other back
- *   and forth. The running task keeps its CPU for its first peer_min_run_ns
- *   (as EEVDF protects a slice it just started): with many tasks that wake
- *   each other (message passing), every waker is behind whoever runs, by up
- *   to its wakeup credit, and would otherwise preempt at every wakeup.
+ * - Within the normal class a waker does not preempt by default: it waits in
+ *   the queue, at most the running task's slice (3 ms), and an app that
+ *   wants less marks the thread interactive. Preempting peers took hog
+ *   throughput without hints to 0.6-0.8x EEVDF's in request serving
+ *   (docs/benchmarks.md, "Preempting within the normal class").
+ *   With peer_preemption, as under EEVDF, a waker that is behind the
+ *   running task by more than a normal slice of virtual time preempts it:
+ *   a sleeper does not wait out a CPU hog's slice. The margin keeps two such
+ *   tasks from preempting each other back and forth. The running task keeps
+ *   its CPU for its first peer_min_run_ns (as EEVDF protects a slice it just
+ *   started): with many tasks that wake each other (message passing), every
+ *   waker is behind whoever runs, by up to its wakeup credit, and would
+ *   otherwise preempt at every wakeup.
  *
  * The claim (cleared when the CPU starts its next task) keeps two wakers from
  * choosing the same CPU: the loser would wait behind the winner on that
@@ -943,7 +950,7 @@ static s32 find_victim(struct task_struct *p, struct task_ctx *tctx, s32 cls, u6
 		.rank = class_rank(cls),
 		.best = -1,
 		.best_rank = class_rank(cls),
-		.peer_ok = cls == SCX_HINT_CLASS_NORMAL,
+		.peer_ok = peer_preemption && cls == SCX_HINT_CLASS_NORMAL,
 		.elevated = is_elevated(cls),
 	};
 	s32 prev = scx_bpf_task_cpu(p);

@@ -594,7 +594,8 @@ fn req_resp(secs: u64) -> Result<(f64, f64, (f64, f64, f64))> {
 /// Least hog throughput scx_hinted must give beside request serving,
 /// relative to EEVDF in the same boot: the goal is 0.95x; alternated runs of
 /// one scheduler vary by about 10% in the emulator, so 0.85x separates the
-/// 0.55-0.62x the issue measured from noise.
+/// 0.55-0.62x the issue measured (and 0.78-0.82x while a waking normal task
+/// preempted a running one by default) from noise.
 const HOG_MIN_RATIO: f64 = 0.85;
 
 /// Without hints, CPU hogs beside request-serving threads get as much work

@@ -44,18 +44,14 @@ pub const TESTS: &[(&str, TestFn)] = &[
     ("bg_crowd", policy_tests::bg_crowd),
     ("cgroup_weight", crate::cgroup_tests::cgroup_weight),
     ("messaging_vs_eevdf", policy_tests::messaging_vs_eevdf),
+    ("nohint_throughput", policy_tests::nohint_throughput),
     ("many_threads", crate::scale_tests::many_threads),
     ("soak", crate::soak::soak),
 ];
 
 /// Tests of known open problems: run only when named, not by default (and so
-/// not in `cargo xtask test`) until the problem is fixed.
-///
-/// `nohint_throughput`: without hints, CPU hogs beside request-serving
-/// threads get 0.71x (before issue 8's fixes) and 0.78 to 0.82x (after) of
-/// the CPU time they get under EEVDF in the guest, with no idle time; the
-/// CPUs' system time share is 37 to 41% against 21 to 22% under EEVDF.
-pub const OPEN_TESTS: &[(&str, TestFn)] = &[("nohint_throughput", policy_tests::nohint_throughput)];
+/// not in `cargo xtask test`) until the problem is fixed. None today.
+pub const OPEN_TESTS: &[(&str, TestFn)] = &[];
 
 fn periodic(work_us: u64, period_us: u64) -> Kind {
     Kind::Periodic {
