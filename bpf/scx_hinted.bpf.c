@@ -923,11 +923,12 @@ static __always_inline bool consider_victim(struct victim_search *vs, struct tas
  *   thread far ahead in virtual time (one using more than its share, whatever
  *   its class) has a late deadline and waits.
  * - Within the normal class a waker does not preempt by default: it waits in
- *   the queue, at most the running task's slice (3 ms), and an app that
- *   wants less marks the thread interactive. Preempting peers took hog
- *   throughput without hints to 0.6-0.8x EEVDF's in request serving
- *   (docs/benchmarks.md, "Preempting within the normal class").
- *   With peer_preemption, as under EEVDF, a waker that is behind the
+ *   the queue until the running task's slice (3 ms) ends at a tick, behind
+ *   any earlier deadlines queued, and an app that wants less marks the
+ *   thread interactive. Preempting peers took hog throughput without hints
+ *   to 0.64-0.82x EEVDF's in request serving (docs/benchmarks.md,
+ *   "Preempting within the normal class").
+ *   With peer_preemption, much as under EEVDF, a waker that is behind the
  *   running task by more than a normal slice of virtual time preempts it:
  *   a sleeper does not wait out a CPU hog's slice. The margin keeps two such
  *   tasks from preempting each other back and forth. The running task keeps

@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -381,53 +382,73 @@ pub fn low_weight_wait(env: &Env) -> Result<String> {
 fn messaging(groups: usize, loops: usize) -> Result<f64> {
     const FDS: usize = 20;
     const MSG: usize = 100;
-    let barrier = Arc::new(Barrier::new(groups * 2 * FDS + 1));
+    let barrier = Arc::new(Barrier::new(groups * 2 * FDS));
+    // From the first thread past the barrier to the last one done, taken by
+    // the threads themselves: the main thread's own wakeup can come late
+    // (behind the 160 threads it would wait for), and must not shorten or
+    // stretch the run.
+    let first_start = Arc::new(AtomicU64::new(u64::MAX));
+    let last_end = Arc::new(AtomicU64::new(0));
+    let timed = |b: Arc<Barrier>, work: Box<dyn FnOnce() -> std::io::Result<()> + Send>| {
+        let (first, last) = (first_start.clone(), last_end.clone());
+        move || -> std::io::Result<()> {
+            b.wait();
+            first.fetch_min(mono_ns(), Ordering::Relaxed);
+            let r = work();
+            last.fetch_max(mono_ns(), Ordering::Relaxed);
+            r
+        }
+    };
     let mut handles = Vec::new();
     for _ in 0..groups {
         let mut writers: Vec<UnixStream> = Vec::new();
         for _ in 0..FDS {
             let (rx, tx) = UnixStream::pair()?;
             writers.push(tx);
-            let b = barrier.clone();
-            handles.push(std::thread::Builder::new().stack_size(64 << 10).spawn(
-                move || -> std::io::Result<()> {
-                    let mut rx = rx;
-                    let mut buf = [0u8; MSG];
-                    b.wait();
-                    for _ in 0..FDS * loops {
-                        rx.read_exact(&mut buf)?;
-                    }
-                    Ok(())
-                },
-            )?);
+            let read = Box::new(move || {
+                let mut rx = rx;
+                let mut buf = [0u8; MSG];
+                for _ in 0..FDS * loops {
+                    rx.read_exact(&mut buf)?;
+                }
+                Ok(())
+            });
+            handles.push(
+                std::thread::Builder::new()
+                    .stack_size(64 << 10)
+                    .spawn(timed(barrier.clone(), read))?,
+            );
         }
         // The group's senders share the write ends (hackbench's threads
         // share their file descriptors too).
         let writers = Arc::new(writers);
         for _ in 0..FDS {
             let ws = writers.clone();
-            let b = barrier.clone();
-            handles.push(std::thread::Builder::new().stack_size(64 << 10).spawn(
-                move || -> std::io::Result<()> {
-                    let buf = [0x55u8; MSG];
-                    b.wait();
-                    for _ in 0..loops {
-                        for mut w in ws.iter() {
-                            w.write_all(&buf)?;
-                        }
+            let write = Box::new(move || {
+                let buf = [0x55u8; MSG];
+                for _ in 0..loops {
+                    for mut w in ws.iter() {
+                        w.write_all(&buf)?;
                     }
-                    Ok(())
-                },
-            )?);
+                }
+                Ok(())
+            });
+            handles.push(
+                std::thread::Builder::new()
+                    .stack_size(64 << 10)
+                    .spawn(timed(barrier.clone(), write))?,
+            );
         }
     }
-    barrier.wait();
-    let t0 = Instant::now();
     for h in handles {
         h.join()
             .map_err(|_| anyhow::anyhow!("a messaging thread panicked"))??;
     }
-    Ok(t0.elapsed().as_secs_f64())
+    let (t0, t1) = (
+        first_start.load(Ordering::Relaxed),
+        last_end.load(Ordering::Relaxed),
+    );
+    Ok(t1.saturating_sub(t0) as f64 / 1e9)
 }
 
 /// Most scx_hinted may take for the messaging run, relative to EEVDF in the
@@ -440,60 +461,82 @@ const MESSAGING_MAX_RATIO: f64 = 1.3;
 /// Most wakeup preemptions per message in the messaging run. The cause of
 /// the slowdown, measured: before the fix, 11 to 17% of the messages' wakeups
 /// preempted the running thread (a waker was behind it by up to its wakeup
-/// credit); after it, under 1%. The run times themselves vary by 4x between
+/// credit); after it (now `--peer-preemption`'s 1 ms protection), under 1%. The run times themselves vary by 4x between
 /// runs of one scheduler on a loaded host, the count far less.
 const MESSAGING_MAX_PREEMPT_PER_MSG: f64 = 0.03;
 
 /// Many-task messaging without hints (160 threads, hackbench-like): as fast
 /// under scx_hinted as under EEVDF in one boot, in the order EEVDF,
-/// scx_hinted, scx_hinted, EEVDF (one attach). Compared: the fastest run of
-/// each, since the host's load only ever slows a run down; and the wakeup
-/// preemptions per message.
+/// scx_hinted (two runs), scx_hinted with `--peer-preemption` (one run),
+/// EEVDF. Compared: the fastest run of each, since the host's load only ever
+/// slows a run down; and the wakeup preemptions per message, which the
+/// default policy never makes here and `--peer-preemption` must keep rare.
 pub fn messaging_vs_eevdf(env: &Env) -> Result<String> {
     const GROUPS: usize = 4;
     const LOOPS: usize = 25;
+    // Each sender writes LOOPS messages to each of the 20 receivers of its
+    // group, per run.
+    let messages_per_run = (GROUPS * 20 * 20 * LOOPS) as f64;
     let mut eevdf = vec![messaging(GROUPS, LOOPS)?];
-    let mut sched = Sched::start(env, &[])?;
-    let s0 = harness::stats()?;
-    let mut hinted = vec![messaging(GROUPS, LOOPS)?, messaging(GROUPS, LOOPS)?];
-    let s1 = harness::stats()?;
-    sched.check()?;
-    sched.stop()?;
+    let hinted_runs = |args: &[&str], runs: usize| -> Result<(Vec<f64>, f64)> {
+        let mut sched = Sched::start(env, args)?;
+        let s0 = harness::stats()?;
+        let times = (0..runs)
+            .map(|_| messaging(GROUPS, LOOPS))
+            .collect::<Result<Vec<_>>>()?;
+        let s1 = harness::stats()?;
+        sched.check()?;
+        sched.stop()?;
+        let preempt = s1.class("normal", "preemptions") - s0.class("normal", "preemptions");
+        Ok((times, preempt / (messages_per_run * runs as f64)))
+    };
+    let (mut hinted, per_msg) = hinted_runs(&[], 2)?;
+    let (mut peer, peer_per_msg) = hinted_runs(&["--peer-preemption"], 1)?;
     eevdf.push(messaging(GROUPS, LOOPS)?);
-    let preempt = s1.class("normal", "preemptions") - s0.class("normal", "preemptions");
     let round = |v: &[f64]| {
         v.iter()
             .map(|t| (t * 100.0).round() / 100.0)
             .collect::<Vec<_>>()
     };
     let detail = format!(
-        "{} tasks: EEVDF {:?} s, scx_hinted {:?} s ({preempt} wakeup preemptions)",
+        "{} tasks: EEVDF {:?} s, scx_hinted {:?} s ({:.2}% of messages preempted), with \
+         --peer-preemption {:?} s ({:.2}%)",
         GROUPS * 40,
         round(&eevdf),
         round(&hinted),
+        per_msg * 100.0,
+        round(&peer),
+        peer_per_msg * 100.0,
     );
     let fastest = |v: &mut [f64]| {
         v.sort_by(f64::total_cmp);
         v[0]
     };
-    let ratio = fastest(&mut hinted) / fastest(&mut eevdf);
-    // Each sender writes LOOPS messages to each of the 20 receivers of its
-    // group, in the two scx_hinted runs.
-    let messages = (2 * GROUPS * 20 * 20 * LOOPS) as f64;
-    let per_msg = preempt / messages;
-    ensure!(
-        ratio <= MESSAGING_MAX_RATIO,
-        "scx_hinted took {ratio:.2}x EEVDF's time (allowed {MESSAGING_MAX_RATIO}x): {detail}"
-    );
-    ensure!(
-        per_msg <= MESSAGING_MAX_PREEMPT_PER_MSG,
-        "{:.1}% of the messages preempted a running thread (allowed {:.0}%): {detail}",
-        per_msg * 100.0,
-        MESSAGING_MAX_PREEMPT_PER_MSG * 100.0
-    );
+    let base = fastest(&mut eevdf);
+    let (ratio, peer_ratio) = (fastest(&mut hinted) / base, fastest(&mut peer) / base);
+    for (what, r) in [
+        ("scx_hinted", ratio),
+        ("with --peer-preemption", peer_ratio),
+    ] {
+        ensure!(
+            r <= MESSAGING_MAX_RATIO,
+            "{what} took {r:.2}x EEVDF's time (allowed {MESSAGING_MAX_RATIO}x): {detail}"
+        );
+    }
+    for (what, r) in [
+        ("scx_hinted", per_msg),
+        ("with --peer-preemption", peer_per_msg),
+    ] {
+        ensure!(
+            r <= MESSAGING_MAX_PREEMPT_PER_MSG,
+            "{what}: {:.1}% of the messages preempted a running thread (allowed {:.0}%): \
+             {detail}",
+            r * 100.0,
+            MESSAGING_MAX_PREEMPT_PER_MSG * 100.0
+        );
+    }
     Ok(format!(
-        "ratio {ratio:.2}x, {:.2}% of messages preempted; {detail}",
-        per_msg * 100.0
+        "ratio {ratio:.2}x (with --peer-preemption {peer_ratio:.2}x); {detail}"
     ))
 }
 
@@ -598,16 +641,26 @@ fn req_resp(secs: u64) -> Result<(f64, f64, (f64, f64, f64))> {
 /// preempted a running one by default) from noise.
 const HOG_MIN_RATIO: f64 = 0.85;
 
+/// Least request rate scx_hinted must serve in the same run, relative to
+/// EEVDF. Without hints a client and its server each wait out a hog's slice
+/// (normal threads do not preempt each other), where EEVDF's wakeup
+/// preemption serves them at once: measured 0.47 to 0.57x. The floor catches
+/// requests starved to make the hogs' number, not that gap.
+const REQ_MIN_RATIO: f64 = 0.35;
+
 /// Without hints, CPU hogs beside request-serving threads get as much work
-/// done as under EEVDF (alternated in one boot).
+/// done as under EEVDF (alternated in one boot), and the requests are not
+/// starved for it.
 pub fn nohint_throughput(env: &Env) -> Result<String> {
     const SECS: u64 = 3;
     const REPS: usize = 2;
     let (mut eevdf, mut hinted) = (Vec::new(), Vec::new());
+    let (mut eevdf_req, mut hinted_req) = (Vec::new(), Vec::new());
     let mut detail = Vec::new();
     for _ in 0..REPS {
         let (h, r, (idle, sys, irq)) = req_resp(SECS)?;
         eevdf.push(h);
+        eevdf_req.push(r);
         detail.push(format!(
             "EEVDF hogs {h:.2} CPUs, {r:.0} req/s, idle/sys/irq {:.0}/{:.0}/{:.0}%",
             idle * 100.0,
@@ -619,6 +672,7 @@ pub fn nohint_throughput(env: &Env) -> Result<String> {
         let (h, r, (idle, sys, irq)) = req_resp(SECS)?;
         let s1 = harness::stats()?;
         hinted.push(h);
+        hinted_req.push(r);
         detail.push(format!(
             "scx_hinted hogs {h:.2} CPUs, {r:.0} req/s, idle/sys/irq {:.0}/{:.0}/{:.0}%, \
              {} preemptions",
@@ -632,11 +686,19 @@ pub fn nohint_throughput(env: &Env) -> Result<String> {
     }
     let detail = detail.join("; ");
     let ratio = median(&mut hinted) / median(&mut eevdf);
+    let req_ratio = median(&mut hinted_req) / median(&mut eevdf_req);
     ensure!(
         ratio >= HOG_MIN_RATIO,
         "hog work under scx_hinted is {ratio:.2}x EEVDF's (at least {HOG_MIN_RATIO}x): {detail}"
     );
-    Ok(format!("hog work ratio {ratio:.2}x; {detail}"))
+    ensure!(
+        req_ratio >= REQ_MIN_RATIO,
+        "requests served under scx_hinted are {req_ratio:.2}x EEVDF's (at least \
+         {REQ_MIN_RATIO}x): {detail}"
+    );
+    Ok(format!(
+        "hog work ratio {ratio:.2}x, requests {req_ratio:.2}x; {detail}"
+    ))
 }
 
 /// What a hog and a thread calling sched_yield() in a loop, both pinned to
