@@ -926,7 +926,7 @@ static __always_inline bool consider_victim(struct victim_search *vs, struct tas
  *   the queue until the running task's slice (3 ms) ends at a tick, behind
  *   any earlier deadlines queued, and an app that wants less marks the
  *   thread interactive. Preempting peers took hog throughput without hints
- *   to 0.64-0.82x EEVDF's in request serving (docs/benchmarks.md,
+ *   to 0.50-0.86x EEVDF's in request serving (docs/benchmarks.md,
  *   "Preempting within the normal class").
  *   With peer_preemption, much as under EEVDF, a waker that is behind the
  *   running task by more than a normal slice of virtual time preempts it:

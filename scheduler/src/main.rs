@@ -113,7 +113,7 @@ struct Opts {
     /// a tick, and threads that need less should be hinted interactive. Each
     /// such preemption interrupts the victim's CPU and moves the waker
     /// there; in the measured guests that cost CPU hogs beside request
-    /// serving 0.64 to 0.82x of their EEVDF throughput.
+    /// serving 0.50 to 0.86x of their EEVDF throughput.
     #[arg(long)]
     peer_preemption: bool,
 
